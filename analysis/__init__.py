@@ -1,0 +1,1 @@
+"""Analyses of trained DiTs across timesteps and layers: features, probes, MI, HFR, selection."""

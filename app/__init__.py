@@ -1,0 +1,1 @@
+"""The Streamlit workbench app and the `aselect` command-line interface."""
