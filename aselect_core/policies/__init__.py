@@ -9,10 +9,13 @@ import pkgutil
 
 from aselect_core.policies.base import (POLICIES, Feedback, TimestepPolicy, effective_timesteps, make_policy,
                                         register_policy)
+from aselect_core.policies.continuous import LogitNormalPolicy, LogNormalPolicy
+from aselect_core.policies.loss_aware import LossAwarePolicy
 from aselect_core.policies.uniform import FixedPolicy, UniformPolicy, UniformSubsetPolicy
 
 for _module in pkgutil.iter_modules(__path__):
     importlib.import_module(f"{__name__}.{_module.name}")
 
 __all__ = ["POLICIES", "Feedback", "TimestepPolicy", "effective_timesteps", "make_policy", "register_policy",
-           "FixedPolicy", "UniformPolicy", "UniformSubsetPolicy"]
+           "FixedPolicy", "LogitNormalPolicy", "LogNormalPolicy", "LossAwarePolicy", "UniformPolicy",
+           "UniformSubsetPolicy"]
