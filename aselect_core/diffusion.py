@@ -12,10 +12,14 @@ import torch
 from torch import Tensor
 
 
-def _linear_betas(num_timesteps: int) -> Tensor:
-    """DDPM/DiT linear betas, rescaled so that any T covers the same noise range as T = 1000."""
+def _linear_betas(num_timesteps: int, max_beta: float = 0.999) -> Tensor:
+    """DDPM/DiT linear betas, rescaled so that any T covers the same noise range as T = 1000.
+
+    Clipped at max_beta like the cosine schedule: for T <= 20 the rescaled end beta reaches 1 or more,
+    which would make abar zero or negative.
+    """
     scale = 1000.0 / num_timesteps
-    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64)
+    return torch.linspace(scale * 1e-4, scale * 0.02, num_timesteps, dtype=torch.float64).clamp(max=max_beta)
 
 
 def _cosine_betas(num_timesteps: int, s: float = 0.008, max_beta: float = 0.999) -> Tensor:
