@@ -143,6 +143,7 @@ def torch_load(path: Path, map_location: Any) -> Any:
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         reason = next((line.strip() for line in lines if "Unsupported global" in line), lines[0].strip())
+        reason = reason.split(". Please use")[0]  # drop torch's advice to allowlist the class
         raise CheckpointError(f"{path}: refused or failed by torch.load(weights_only=True): {reason}") from None
 
 
