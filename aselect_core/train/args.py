@@ -1,0 +1,64 @@
+"""Command-line flags of a training run, shared by `aselect train` and `python -m aselect_core.train`."""
+from __future__ import annotations
+
+import argparse
+from typing import Any
+
+import yaml
+
+from aselect_core.train.config import ConfigError, TrainConfig
+
+# flag -> (config field, type, help); flags left unset keep the --config file's (or the default) value
+FLAGS: dict[str, tuple[str, type, str]] = {
+    "--data": ("data", str, "dataset spec: an embedded name or folder:/npz:/cifar:/mnist: PATH"),
+    "--model": ("model", str, "DiT config name, e.g. DiT-T/4"),
+    "--policy": ("policy", str, "timestep policy: uniform, uniform-subset, fixed, loss-aware, learned, ..."),
+    "--steps": ("steps", int, "optimiser steps in total (a resumed run continues to this)"),
+    "--batch-size": ("batch_size", int, "images per step per process"),
+    "--lr": ("lr", float, "AdamW learning rate"),
+    "--seed": ("seed", int, "seed of data order, noise and policy"),
+    "--image-size": ("image_size", int, "resize images to this side length"),
+    "--checkpoint-every": ("checkpoint_every", int, "steps between checkpoints"),
+    "--out": ("out", str, "run dir to write"),
+    "--device": ("device", str, "auto, cpu or cuda (bf16 autocast on cuda)"),
+    "--ema-decay": ("ema_decay", float, "EMA decay of the weights"),
+    "--warmup-steps": ("warmup_steps", int, "linear learning-rate warm-up steps"),
+    "--schedule": ("schedule", str, "noise schedule: linear or cosine"),
+}
+
+
+def parse_policy_args(items: list[str]) -> dict[str, Any]:
+    """`k=v` strings to a dict, values parsed as YAML scalars/lists (`k=10`, `k=[0,500,999]`)."""
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--policy-arg: expected KEY=VALUE, got {item!r}")
+        out[key] = yaml.safe_load(value)
+    return out
+
+
+def add_train_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--config", help="YAML/JSON file of TrainConfig fields; flags override it")
+    for flag, (_, typ, help_) in FLAGS.items():
+        p.add_argument(flag, type=typ, default=None, help=help_)
+    p.add_argument("--policy-arg", action="append", default=[], metavar="KEY=VALUE",
+                   help="policy keyword argument (repeatable), e.g. --policy-arg k=10")
+    p.add_argument("--conditional", action="store_true", default=None,
+                   help="train class-conditionally (label dropout); default: unconditional (null class)")
+    p.add_argument("--resume", action="store_true", help="continue from the run dir's latest good checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    for flag, (name, _, _) in FLAGS.items():
+        value = getattr(args, name)
+        if value is not None:
+            base[name] = value
+    if args.policy_arg:
+        base["policy_kwargs"] = {**base.get("policy_kwargs", {}), **parse_policy_args(args.policy_arg)}
+    if args.conditional:
+        base["conditional"] = True
+    base["resume"] = bool(args.resume)
+    return TrainConfig.from_dict(base)

@@ -1,0 +1,92 @@
+"""TrainConfig: every knob of a training run, loadable from YAML/JSON and from CLI flags."""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A bad training configuration; the message names the field and what was expected."""
+
+
+@dataclass
+class TrainConfig:
+    """A training run. `out` is the run dir; everything else is recorded in its config.json."""
+
+    data: str = "mnist5k"
+    model: str = "DiT-T/4"
+    policy: str = "uniform"
+    policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    steps: int = 2000
+    batch_size: int = 64
+    lr: float = 1e-4
+    weight_decay: float = 0.0
+    warmup_steps: int = 0
+    grad_clip: float = 1.0
+    ema_decay: float = 0.999
+    seed: int = 0
+    image_size: int | None = 32
+    schedule: str = "linear"
+    num_timesteps: int = 1000
+    conditional: bool = False  # False: always the null class, so features cannot read the label off y
+    class_dropout_prob: float = 0.1
+    learn_sigma: bool = False
+    checkpoint_every: int = 500
+    keep_last: int = 3
+    log_every: int = 10
+    curriculum_every: int = 50
+    curriculum_bins: int = 50
+    loss_bins: int = 10
+    out: str = "runs/run"
+    resume: bool = False
+    device: str = "auto"  # auto | cpu | cuda
+
+    def __post_init__(self) -> None:
+        positive = ("steps", "batch_size", "checkpoint_every", "keep_last", "log_every", "curriculum_every",
+                    "curriculum_bins", "loss_bins", "num_timesteps")
+        for name in positive:
+            value = getattr(self, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ConfigError(f"config field {name!r}: expected a positive integer, got {value!r}")
+        if not self.lr > 0:
+            raise ConfigError(f"config field 'lr': expected a positive float, got {self.lr!r}")
+        if not 0.0 <= self.ema_decay < 1.0:
+            raise ConfigError(f"config field 'ema_decay': expected a float in [0, 1), got {self.ema_decay!r}")
+        if self.device not in ("auto", "cpu", "cuda"):
+            raise ConfigError(f"config field 'device': expected one of auto, cpu, cuda, got {self.device!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def hash(self) -> str:
+        """Hash of the fields that define the run's trajectory (not where it lives or whether it resumed)."""
+        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "resume", "device", "steps")}
+        return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any], source: str = "config") -> "TrainConfig":
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise ConfigError(f"{source}: unknown field {unknown[0]!r}; expected one of {sorted(known)}")
+        return cls(**d)
+
+    @classmethod
+    def from_file(cls, path: str | Path) -> "TrainConfig":
+        """Read a YAML or JSON file (JSON is YAML) into a config."""
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"{path}: config file not found")
+        try:
+            d = yaml.safe_load(path.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"{path}: not valid YAML/JSON ({str(e).splitlines()[0]})") from None
+        if not isinstance(d, dict):
+            raise ConfigError(f"{path}: expected a mapping of config fields, got {type(d).__name__}")
+        return cls.from_dict(d, source=str(path))

@@ -1,0 +1,341 @@
+"""The training loop: a DiT learns to denoise at the timesteps a policy picks; cost is counted in image-passes.
+
+One optimiser step on a batch of B images per rank costs 3·B·world image-passes (forward 1, backward 2), plus
+whatever the policy spends in `observe` (it reports its own passes). The loop is resumable bit-for-bit on the
+CPU: the data order is a pure function of (seed, epoch), and every RNG it draws from is checkpointed.
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import json
+import logging
+import math
+import signal
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import pandas as pd
+import torch
+import torch.nn.functional as F
+from torch import Tensor
+from torch.nn.parallel import DistributedDataParallel
+from tqdm.auto import tqdm
+
+from aselect_core.datasets import ImageDataset, load_dataset
+from aselect_core.diffusion import NoiseSchedule
+from aselect_core.model import DiT, build_dit
+from aselect_core.policies import Feedback, TimestepPolicy, effective_timesteps, make_policy
+from aselect_core.train import checkpoint as ck
+from aselect_core.train.config import TrainConfig
+from aselect_core.train.distributed import (DistContext, all_gather_cat, all_gather_objects, any_across, barrier,
+                                            cleanup, init_distributed, mean_across)
+from aselect_core.train.rundir import RunDir, write_parquet
+
+
+class TrainingError(RuntimeError):
+    """Training cannot go on (non-finite loss, a run dir that would be overwritten, ...)."""
+
+
+@dataclass
+class TrainState:
+    """What a checkpoint restores besides the tensors: where we are and what was spent."""
+
+    step: int = 0
+    image_passes: int = 0
+    wall_seconds: float = 0.0
+    metrics: list[dict[str, Any]] = field(default_factory=list)
+    curriculum: list[pd.DataFrame] = field(default_factory=list)
+
+
+class StopFlag:
+    """Set by SIGINT/SIGTERM; the loop checks it between steps, saves and exits cleanly."""
+
+    def __init__(self) -> None:
+        self.raised: int | None = None
+
+    def __call__(self, signum: int, frame: Any) -> None:
+        self.raised = signum
+
+    @contextlib.contextmanager
+    def installed(self):
+        old = {s: signal.signal(s, self) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield self
+        finally:
+            for s, h in old.items():
+                signal.signal(s, h)
+
+
+def lr_at(config: TrainConfig, step: int) -> float:
+    """Linear warm-up to `lr`, then constant (DiT trains at a constant 1e-4)."""
+    return config.lr * min(1.0, (step + 1) / config.warmup_steps) if config.warmup_steps else config.lr
+
+
+def batch_indices(n: int, batch_size: int, step: int, seed: int, ctx: DistContext) -> Tensor:
+    """Indices of this rank's batch at `step`: a fresh permutation per epoch, sharded across ranks."""
+    per_rank = n // ctx.world_size
+    steps_per_epoch = max(1, per_rank // batch_size)
+    epoch, i = divmod(step, steps_per_epoch)
+    perm = torch.randperm(n, generator=torch.Generator().manual_seed(seed * 100_003 + epoch))
+    shard = perm[ctx.rank::ctx.world_size][:per_rank]
+    idx = shard[i * batch_size:(i + 1) * batch_size]
+    if len(idx) < batch_size:  # dataset smaller than a batch: wrap around
+        idx = shard.repeat(math.ceil(batch_size / len(shard)))[:batch_size]
+    return idx
+
+
+def build_model(config: TrainConfig, data: ImageDataset) -> DiT:
+    if not config.conditional and config.class_dropout_prob <= 0:
+        raise TrainingError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
+    return build_dit(config.model, input_size=data.image_size, in_channels=data.channels,
+                     num_classes=data.num_classes, class_dropout_prob=config.class_dropout_prob,
+                     learn_sigma=config.learn_sigma)
+
+
+def dit_metadata(model: DiT) -> dict[str, str]:
+    """safetensors metadata that lets `load_dit` rebuild the architecture."""
+    return {"aselect.dit": json.dumps({"name": model.config_name, **model.config})}
+
+
+def loss_bin_columns(config: TrainConfig) -> list[tuple[str, int, int]]:
+    """(column, t_lo, t_hi) for the per-timestep-bin loss columns of metrics.parquet."""
+    edges = torch.linspace(0, config.num_timesteps, config.loss_bins + 1).round().long().tolist()
+    return [(f"loss_t{lo:04d}_{hi - 1:04d}", lo, hi) for lo, hi in zip(edges[:-1], edges[1:])]
+
+
+def per_bin_losses(t: Tensor, loss: Tensor, bins: list[tuple[str, int, int]]) -> dict[str, float]:
+    """Mean loss of the samples in each timestep bin (NaN where the batch had none)."""
+    out = {}
+    for name, lo, hi in bins:
+        m = (t >= lo) & (t < hi)
+        out[name] = loss[m].mean().item() if m.any() else float("nan")
+    return out
+
+
+def curriculum_snapshot(policy: TimestepPolicy, step: int, bins: int) -> pd.DataFrame:
+    """The policy's marginal p(t) summed into `bins` equal timestep bins, as long-format rows."""
+    p = policy.distribution()  # (T,)
+    T = p.numel()
+    edges = torch.linspace(0, T, bins + 1).round().long()
+    mass = torch.stack([p[lo:hi].sum() for lo, hi in zip(edges[:-1], edges[1:])])  # (bins,)
+    return pd.DataFrame({"step": step, "bin": range(bins), "t_lo": edges[:-1].numpy(), "t_hi": edges[1:].numpy() - 1,
+                         "probability": mass.numpy(), "effective_timesteps": effective_timesteps(p)})
+
+
+def pooled_feature_fn(model: DiT, schedule: NoiseSchedule, layer: int) -> Callable[[Tensor, Tensor], Tensor]:
+    """x0 (B,C,H,W), t (B,) -> mean-pooled null-class tokens of block `layer` at a fresh x_t, (B, D)."""
+    def features(x0: Tensor, t: Tensor) -> Tensor:
+        with torch.no_grad():
+            xt = schedule.q_sample(x0, t)
+            return model.forward_features(xt, t, None, layers=[layer])[f"block.{layer}"].mean(dim=1)
+    return features
+
+
+class Trainer:
+    """Holds the objects of one run; `fit()` runs the loop. Use `train(config)` from outside."""
+
+    def __init__(self, config: TrainConfig, ctx: DistContext, progress: bool = True):
+        self.config, self.ctx, self.progress = config, ctx, progress
+        self.run = RunDir(Path(config.out))
+        self.log = self._logger()
+        torch.manual_seed(config.seed * 1000 + ctx.rank)  # noise and label-dropout stream, per rank
+        self.data = load_dataset(config.data, "train", config.image_size)
+        self.images = self.data.images.to(ctx.device)  # (N, C, H, W)
+        self.labels = self.data.labels.to(ctx.device)  # (N,)
+        self.model = build_model(config, self.data).to(ctx.device)
+        self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        self.schedule = NoiseSchedule(config.schedule, config.num_timesteps)
+        self.policy = make_policy(config.policy, num_timesteps=config.num_timesteps,
+                                  seed=config.seed * 1000 + ctx.rank, schedule=self.schedule, **config.policy_kwargs)
+        self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
+        self.bins = loss_bin_columns(config)
+        self.state = TrainState()
+        self.features = pooled_feature_fn(self.model, self.schedule, self.model.config["depth"] // 2)
+        self.ddp = DistributedDataParallel(self.model) if ctx.enabled else None
+
+    # -- set-up -------------------------------------------------------------------------------------------
+    def _logger(self) -> logging.Logger:
+        log = logging.getLogger(f"aselect.train.{id(self)}")
+        log.setLevel(logging.INFO)
+        log.propagate = False
+        if self.ctx.is_main:
+            self.run.path.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(self.run.log_path)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            log.addHandler(handler)
+        return log
+
+    def prepare(self) -> None:
+        """Start fresh, or resume from the newest good checkpoint; refuse to overwrite a run silently."""
+        found = ck.latest_good_checkpoint(self.run.checkpoints, warn=self.log.warning)
+        if self.config.resume and found:
+            self._restore(*found)
+        elif ck.list_checkpoints(self.run.checkpoints) and not self.config.resume:
+            raise TrainingError(f"{self.run.path}: already holds checkpoints; pass --resume or choose another --out")
+        elif self.config.resume:
+            self.log.warning("resume asked but no good checkpoint found in %s: starting from step 0", self.run.checkpoints)
+        if self.ctx.is_main:
+            self.run.write_config(self.config)
+
+    def _restore(self, path: Path, tensors: dict[str, Tensor], sidecar: dict[str, Any]) -> None:
+        if sidecar.get("config_hash") != self.config.hash():
+            raise TrainingError(f"{path}: written by a different config (hash {sidecar.get('config_hash')} != "
+                                f"{self.config.hash()}); resume needs the same settings")
+        dev = self.ctx.device
+        self.model.load_state_dict({k: v.to(dev) for k, v in ck.unprefixed("model", tensors).items()})
+        self.ema.load_state_dict({k: v.to(dev) for k, v in ck.unprefixed("ema", tensors).items()})
+        ck.restore_optimizer(self.optimizer, ck.unprefixed("optim", tensors), sidecar["param_groups"])
+        rank = self.ctx.rank if any(k.startswith(f"rng.{self.ctx.rank}.") for k in tensors) else 0
+        self.policy.load_state_dict(ck.unprefixed(f"policy.{rank}", tensors))
+        rng = ck.unprefixed(f"rng.{rank}", tensors)
+        torch.set_rng_state(rng["torch"])
+        if "cuda" in rng and dev.type == "cuda":
+            torch.cuda.set_rng_state(rng["cuda"], dev)
+        step = sidecar["step"]
+        metrics = self.run.metrics() if self.run.metrics_path.is_file() else pd.DataFrame()
+        curriculum = self.run.curriculum() if self.run.curriculum_path.is_file() else pd.DataFrame()
+        self.state = TrainState(
+            step=step, image_passes=sidecar["image_passes"], wall_seconds=sidecar["wall_seconds"],
+            metrics=metrics[metrics.step <= step].to_dict("records") if len(metrics) else [],
+            curriculum=[curriculum[curriculum.step <= step]] if len(curriculum) else [])
+        self.log.info("resumed from %s (step %d)", path.name, step)
+
+    # -- checkpoints ----------------------------------------------------------------------------------------
+    def _rank_states(self) -> dict[str, Tensor]:
+        """Policy and RNG state of every rank, gathered to all ranks (rank 0 writes them)."""
+        rng = {"torch": torch.get_rng_state()}
+        if self.ctx.device.type == "cuda":
+            rng["cuda"] = torch.cuda.get_rng_state(self.ctx.device)
+        mine = {**ck.prefixed("policy", self.policy.state_dict()), **ck.prefixed("rng", rng)}
+        out: dict[str, Tensor] = {}
+        for r, states in enumerate(all_gather_objects(mine, self.ctx)):
+            out.update({f"{k.split('.', 1)[0]}.{r}.{k.split('.', 1)[1]}": v for k, v in states.items()})
+        return out
+
+    def save(self, status: str) -> None:
+        rank_states = self._rank_states()
+        if self.ctx.is_main:
+            optim, groups = ck.optimizer_tensors(self.optimizer)
+            tensors = {**ck.prefixed("model", self.model.state_dict()), **ck.prefixed("ema", self.ema.state_dict()),
+                       **ck.prefixed("optim", optim), **rank_states}
+            last = self.state.metrics[-1] if self.state.metrics else {}
+            path = ck.save_checkpoint(self.run.checkpoints, self.state.step, tensors, dit_metadata(self.model), {
+                "config_hash": self.config.hash(), "image_passes": self.state.image_passes,
+                "wall_seconds": self.state.wall_seconds, "param_groups": groups, "world_size": self.ctx.world_size,
+                "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float)) and math.isfinite(v)}})
+            self._flush_tables()
+            ck.prune_checkpoints(self.run.checkpoints, self.config.keep_last)
+            self.run.write_latest(checkpoint=str(path.relative_to(self.run.path)), step=self.state.step,
+                                  status=status, image_passes=self.state.image_passes)
+            self.log.info("checkpoint %s (%s)", path.name, status)
+        barrier(self.ctx)
+
+    def _flush_tables(self) -> None:
+        if self.state.metrics:
+            write_parquet(self.run.metrics_path, pd.DataFrame(self.state.metrics))
+        if self.state.curriculum:
+            write_parquet(self.run.curriculum_path, pd.concat(self.state.curriculum, ignore_index=True))
+
+    # -- one step -------------------------------------------------------------------------------------------
+    def _autocast(self):
+        if self.ctx.device.type == "cuda":
+            return torch.autocast("cuda", dtype=torch.bfloat16)
+        return contextlib.nullcontext()
+
+    def step(self) -> dict[str, Any]:
+        """One optimiser step; returns its metrics row."""
+        cfg, step = self.config, self.state.step
+        idx = batch_indices(len(self.images), cfg.batch_size, step, cfg.seed, self.ctx).to(self.ctx.device)
+        x0, y = self.images[idx], self.labels[idx]  # (B, C, H, W), (B,)
+        t, w = self.policy.sample(x0, step)  # (B,), (B,)
+        t, w = t.to(self.ctx.device), w.to(self.ctx.device)
+        noise = torch.randn_like(x0)
+        xt = self.schedule.q_sample(x0, t, noise)
+        model = self.ddp or self.model
+        with self._autocast():
+            out = model(xt, t, y if cfg.conditional else None)  # (B, C or 2C, H, W)
+        eps = out[:, : x0.shape[1]].float()
+        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+        loss = (w * per_sample).mean()
+        if any_across(not bool(torch.isfinite(loss)), self.ctx):
+            raise TrainingError(f"non-finite loss at step {step + 1}; stopped, last good checkpoint kept in "
+                                f"{self.run.checkpoints}")
+        lr = lr_at(cfg, step)
+        for g in self.optimizer.param_groups:
+            g["lr"] = lr
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        grad_norm = torch.nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+        self.optimizer.step()
+        with torch.no_grad():
+            for e, p in zip(self.ema.parameters(), self.model.parameters()):
+                e.lerp_(p, 1.0 - cfg.ema_decay)
+
+        all_t = all_gather_cat(t, self.ctx)
+        all_loss = all_gather_cat(per_sample.detach(), self.ctx)
+        feedback = Feedback(x0=all_gather_cat(x0, self.ctx), t=all_t, loss=all_loss, step=step,
+                            y=all_gather_cat(y, self.ctx), features=self.features, world_size=self.ctx.world_size)
+        policy_metrics = self.policy.observe(feedback) or {}
+        passes = 3 * cfg.batch_size * self.ctx.world_size + int(policy_metrics.pop("image_passes", 0))
+        self.state.step += 1
+        self.state.image_passes += passes
+        return {"step": self.state.step, "loss": mean_across(loss.detach(), self.ctx).item(), "lr": lr,
+                "grad_norm": grad_norm.item(), "image_passes": self.state.image_passes,
+                **per_bin_losses(all_t, all_loss, self.bins),
+                **{f"policy_{k}": float(v) for k, v in policy_metrics.items()}}
+
+    # -- the loop -------------------------------------------------------------------------------------------
+    def fit(self) -> Path:
+        cfg = self.config
+        self.model.train()
+        if self.state.step == 0 and not self.state.curriculum:
+            self.state.curriculum.append(curriculum_snapshot(self.policy, 0, cfg.curriculum_bins))
+        bar = tqdm(total=cfg.steps, initial=self.state.step, disable=not (self.progress and self.ctx.is_main),
+                   desc=f"train {cfg.model} {cfg.policy}", unit="step", dynamic_ncols=True)
+        stop = StopFlag()
+        with stop.installed():
+            while self.state.step < cfg.steps:
+                if any_across(stop.raised is not None, self.ctx):
+                    self.log.info("signal received at step %d: saving and exiting", self.state.step)
+                    self.save("interrupted")
+                    bar.close()
+                    return self.run.path
+                t0 = time.perf_counter()
+                try:
+                    row = self.step()
+                except TrainingError as e:
+                    self.log.error(str(e))
+                    if self.ctx.is_main:
+                        latest = self.run.latest() or {}
+                        self.run.write_latest(**{**latest, "status": "failed", "error": str(e)})
+                    raise
+                dt = time.perf_counter() - t0
+                self.state.wall_seconds += dt
+                row["wall_seconds"] = self.state.wall_seconds
+                self.state.metrics.append(row)
+                if self.state.step % cfg.curriculum_every == 0:
+                    self.state.curriculum.append(curriculum_snapshot(self.policy, self.state.step, cfg.curriculum_bins))
+                bar.update(1)
+                if self.state.step % cfg.log_every == 0:
+                    ips = cfg.batch_size * self.ctx.world_size / max(dt, 1e-9)
+                    bar.set_postfix(loss=f"{row['loss']:.4f}", img_s=f"{ips:.0f}")
+                    self.log.info("step %d loss %.5f img/s %.1f passes %d", row["step"], row["loss"], ips,
+                                  row["image_passes"])
+                if self.state.step % cfg.checkpoint_every == 0 or self.state.step == cfg.steps:
+                    self.save("finished" if self.state.step == cfg.steps else "running")
+        bar.close()
+        return self.run.path
+
+
+def train(config: TrainConfig, progress: bool = True) -> Path:
+    """Train a DiT under `config`; returns the run dir. Joins a torchrun process group when launched by one."""
+    ctx = init_distributed(config.device)
+    try:
+        trainer = Trainer(config, ctx, progress=progress)
+        trainer.prepare()
+        return trainer.fit()
+    finally:
+        cleanup(ctx)

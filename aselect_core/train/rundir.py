@@ -1,0 +1,87 @@
+"""The run dir on disk: config.json, metrics.parquet, curriculum.parquet, checkpoints/, latest.json, train.log.
+
+Everything that reads a run (analysis, the app) goes through `RunDir`, so the layout lives in one place.
+"""
+from __future__ import annotations
+
+import io
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
+from aselect_core.train.config import TrainConfig
+
+
+class RunDirError(ValueError):
+    """A run dir that is missing or malformed; the message names the file."""
+
+
+def write_parquet(path: Path, df: pd.DataFrame) -> None:
+    buf = io.BytesIO()
+    df.to_parquet(buf, index=False)
+    atomic_write_bytes(path, buf.getvalue())
+
+
+@dataclass(frozen=True)
+class RunDir:
+    path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
+    config_path = property(lambda self: self.path / "config.json")
+    metrics_path = property(lambda self: self.path / "metrics.parquet")
+    curriculum_path = property(lambda self: self.path / "curriculum.parquet")
+    checkpoints = property(lambda self: self.path / "checkpoints")
+    latest_path = property(lambda self: self.path / "latest.json")
+    log_path = property(lambda self: self.path / "train.log")
+    analysis = property(lambda self: self.path / "analysis")
+
+    def is_run(self) -> bool:
+        return self.config_path.is_file()
+
+    def config(self) -> TrainConfig:
+        if not self.config_path.is_file():
+            raise RunDirError(f"{self.config_path}: not found (is {self.path} a run dir?)")
+        try:
+            d = json.loads(self.config_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{self.config_path}: not valid JSON ({e.msg})") from None
+        return TrainConfig.from_dict(d, source=str(self.config_path))
+
+    def write_config(self, config: TrainConfig) -> None:
+        atomic_write_json(self.config_path, config.to_dict())
+
+    def latest(self) -> dict[str, Any] | None:
+        """latest.json: {checkpoint, step, status, ...}, or None before the first checkpoint."""
+        if not self.latest_path.is_file():
+            return None
+        try:
+            return json.loads(self.latest_path.read_text())
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{self.latest_path}: not valid JSON ({e.msg})") from None
+
+    def write_latest(self, **fields: Any) -> None:
+        atomic_write_json(self.latest_path, fields)
+
+    def latest_checkpoint(self) -> Path | None:
+        latest = self.latest()
+        return self.path / latest["checkpoint"] if latest and latest.get("checkpoint") else None
+
+    def _read(self, path: Path) -> pd.DataFrame:
+        if not path.is_file():
+            raise RunDirError(f"{path}: not found")
+        try:
+            return pd.read_parquet(path)
+        except Exception as e:  # pyarrow raises several types for a corrupt file
+            raise RunDirError(f"{path}: not a readable parquet file ({type(e).__name__})") from None
+
+    def metrics(self) -> pd.DataFrame:
+        return self._read(self.metrics_path)
+
+    def curriculum(self) -> pd.DataFrame:
+        return self._read(self.curriculum_path)
