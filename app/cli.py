@@ -1,0 +1,87 @@
+"""`aselect`: the command-line shell over aselect_core and analysis. Each subcommand is a small function here;
+the work it does lives in (and is tested through) the library."""
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+from typing import Callable
+
+Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
+COMMANDS: dict[str, Command] = {}
+
+
+def command(name: str, help_: str, add_arguments: Callable[[argparse.ArgumentParser], None]):
+    """Register the decorated `run(args) -> exit code` and its `add_arguments(parser)` under `name`."""
+    def register(run: Callable[[argparse.Namespace], int]):
+        COMMANDS[name] = (add_arguments, run, help_)
+        return run
+    return register
+
+
+# -- datasets -------------------------------------------------------------------------------------------------
+def _datasets_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+
+
+@command("datasets", "list the embedded datasets (size, image shape, classes, split sizes)", _datasets_args)
+def _datasets(args: argparse.Namespace) -> int:
+    from aselect_core.datasets import describe_datasets
+
+    df = describe_datasets()
+    out = {"table": lambda: df.to_string(index=False), "csv": lambda: df.to_csv(index=False),
+           "json": lambda: df.to_json(orient="records", indent=2)}[args.format]()
+    print(out)
+    return 0
+
+
+# -- train ----------------------------------------------------------------------------------------------------
+def _train_args(p: argparse.ArgumentParser) -> None:
+    from aselect_core.train.args import add_train_arguments
+
+    add_train_arguments(p)
+    p.add_argument("--nproc", type=int, default=1,
+                   help="processes for DDP (re-launches itself under torchrun; gloo on CPU, nccl on CUDA)")
+
+
+@command("train", "train a DiT with a timestep policy; writes a run dir", _train_args)
+def _train(args: argparse.Namespace) -> int:
+    from aselect_core.train import train
+    from aselect_core.train.args import config_from_args
+
+    config = config_from_args(args)
+    if args.nproc > 1:  # hand the resolved config to torchrun's workers through a file in the run dir
+        import yaml
+        from pathlib import Path
+
+        launch = Path(config.out) / "launch.yaml"
+        launch.parent.mkdir(parents=True, exist_ok=True)
+        launch.write_text(yaml.safe_dump({k: v for k, v in config.to_dict().items() if k != "resume"}))
+        cmd = [sys.executable, "-m", "torch.distributed.run", f"--nproc_per_node={args.nproc}", "--standalone",
+               "-m", "aselect_core.train", "--config", str(launch)]
+        cmd += ["--resume"] * config.resume + ["--no-progress"] * args.no_progress
+        return subprocess.call(cmd)
+    print(train(config, progress=not args.no_progress))
+    return 0
+
+
+# -- entry point ----------------------------------------------------------------------------------------------
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="aselect", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (add_arguments, _, help_) in COMMANDS.items():
+        add_arguments(sub.add_parser(name, help=help_, description=help_))
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command][1](args)
+    except (ValueError, RuntimeError, FileNotFoundError) as e:  # library errors carry one-line messages
+        print(f"aselect {args.command}: error: {e}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
