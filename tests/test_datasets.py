@@ -63,7 +63,7 @@ def test_embedded_shapes_range_and_split_sizes(name):
     train, test = load_dataset(name), load_dataset(name, "test")
     assert (len(train), len(test)) == (n_train, n_test)
     assert train.images.shape == (n_train, channels, height, height)
-    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64
+    assert train.images.dtype == torch.float32 and train.labels.dtype == torch.int64 and train.images.is_contiguous()
     assert train.images.min() == -1.0 and train.images.max() == 1.0  # the full range is used, not exceeded
     assert (train.num_classes, train.channels, train.image_size, train.name) == (num_classes, channels, height, name)
     assert (train.split, test.split) == ("train", "test")
@@ -154,6 +154,8 @@ def test_subset_keeps_rows_masks_and_factors_aligned():
     assert torch.equal(part.images, data.images[[5, 2]]) and torch.equal(part.masks, data.masks[[5, 2]])
     assert part.factors.x.tolist() == data.factors.x[[5, 2]].tolist() and list(part.factors.index) == [0, 1]
     assert (part.name, part.split, part.classes) == ("shapes", "test", data.classes)
+    circles = data.subset(data.labels == 0)  # a boolean mask selects rows, it is not read as indices 0 / 1
+    assert len(circles) == 100 and circles.labels.eq(0).all() and circles.factors["shape"].eq("circle").all()
 
 
 def test_loads_are_cached_and_callers_cannot_corrupt_the_cache():
@@ -368,7 +370,8 @@ def test_mnist_errors(tmp_path):
     assert error(load_dataset, f"mnist:{tmp_path}") == (
         f"{images}: expected 48 data bytes after the header for shape (3, 4, 4), got 43")
     images.write_bytes(b"\x08\x03\x00\x00" + bytes(48))
-    assert error(load_dataset, f"mnist:{tmp_path}") == f"{images}: expected IDX magic 00 00 <type> <ndim>, got 08 03 00 00"
+    assert error(load_dataset, f"mnist:{tmp_path}") == (
+        f"{images}: expected IDX magic 00 00 <type> <ndim>, got 08 03 00 00")
 
 
 # -- specs and arguments --------------------------------------------------------------------------------------
@@ -379,6 +382,7 @@ def test_bad_specs_splits_and_sizes(tmp_path):
     assert error(load_dataset, "zip:/x") == (
         "dataset spec 'zip:/x': unknown prefix 'zip', expected one of folder, npz, cifar, mnist")
     missing = tmp_path / "nowhere"
-    assert error(load_dataset, f"folder:{missing}") == f"dataset spec 'folder:{missing}': path {missing} does not exist"
+    assert error(load_dataset, f"folder:{missing}") == (
+        f"dataset spec 'folder:{missing}': path {missing} does not exist")
     assert error(load_dataset, "digits", "val") == "split: expected one of train, test, all, got 'val'"
     assert error(load_dataset, "digits", image_size=0) == "image_size: expected a positive integer or None, got 0"

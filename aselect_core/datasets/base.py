@@ -60,18 +60,23 @@ class ImageDataset:
         return self.images.shape[2]
 
     def subset(self, indices: Tensor | np.ndarray | list[int]) -> ImageDataset:
-        """The rows `indices` (in that order), as a new dataset of the same name, split and classes."""
-        idx = torch.as_tensor(np.asarray(indices), dtype=torch.long)  # (M,)
+        """The rows `indices` (in that order, or where a boolean mask is True), as a new dataset of the same
+        name, split and classes."""
+        rows = np.asarray(indices)
+        idx = torch.as_tensor(np.flatnonzero(rows) if rows.dtype == bool else rows, dtype=torch.long)  # (M,)
         factors = None if self.factors is None else self.factors.iloc[idx.numpy()].reset_index(drop=True)
         masks = None if self.masks is None else self.masks[idx]
         return ImageDataset(self.images[idx], self.labels[idx], masks, list(self.classes), self.name,
                             self.split, factors)
 
 
-def _unit_float(images: np.ndarray) -> Tensor:
-    """uint8 [0, 255] or float [0, 1] (N, H, W, C) -> float32 tensor (N, H, W, C) in [0, 1]."""
-    x = torch.from_numpy(np.ascontiguousarray(images))
-    return x.float() / 255.0 if x.dtype == torch.uint8 else x.float()
+def _signed_unit(images: np.ndarray) -> Tensor:
+    """uint8 [0, 255] or float [0, 1] (N, H, W, C), a fresh array -> float32 (N, C, H, W) in [-1, 1], one copy."""
+    x = torch.from_numpy(images).permute(0, 3, 1, 2)  # (N, C, H, W) view
+    x = x.to(torch.float32, memory_format=torch.contiguous_format)
+    if images.dtype == np.uint8:
+        x.div_(255.0)
+    return x.mul_(2.0).sub_(1.0)
 
 
 def resize(images: Tensor, masks: Tensor | None, size: int) -> tuple[Tensor, Tensor | None]:
@@ -85,7 +90,7 @@ def resize(images: Tensor, masks: Tensor | None, size: int) -> tuple[Tensor, Ten
 def to_image_dataset(raw: RawData, indices: np.ndarray, name: str, split: str,
                      image_size: int | None = None) -> ImageDataset:
     """The rows `indices` of `raw` as an ImageDataset in [-1, 1], resized to image_size × image_size if given."""
-    images = _unit_float(raw.images[indices]).permute(0, 3, 1, 2).contiguous() * 2.0 - 1.0  # (M, C, H, W)
+    images = _signed_unit(raw.images[indices])  # (M, C, H, W); fancy indexing copied, so the cache is safe
     masks = None if raw.masks is None else torch.from_numpy(raw.masks[indices]).long()  # (M, H, W)
     if image_size is not None and (image_size, image_size) != tuple(images.shape[2:]):
         images, masks = resize(images, masks, image_size)

@@ -81,7 +81,7 @@ def load_dataset(spec: str, split: str = "train", image_size: int | None = None)
     """The `split` ("train", "test" or "all") of the dataset `spec`, resized to image_size × image_size if given."""
     if split not in SPLITS:
         raise DatasetError(f"split: expected one of {', '.join(SPLITS)}, got {split!r}")
-    if image_size is not None and (not isinstance(image_size, int) or image_size < 1):
+    if image_size is not None and (not isinstance(image_size, (int, np.integer)) or image_size < 1):
         raise DatasetError(f"image_size: expected a positive integer or None, got {image_size!r}")
     raw = read_raw(spec)
     rows = np.flatnonzero(SPLITS[split](held_out(raw)))  # (M,) in source order
