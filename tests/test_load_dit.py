@@ -164,6 +164,15 @@ def test_diffusers_untied_block_embedders_are_refused(tmp_path):
         load_dit(tmp_path)
 
 
+@pytest.mark.parametrize("field,value,match", [("activation_fn", "geglu", "field 'activation_fn' must be"),
+                                               ("out_channels", 5, "out_channels must be in_channels or twice")])
+def test_diffusers_config_that_is_not_a_dit_is_refused(tmp_path, field, value, match):
+    diffusers_dit().save_pretrained(tmp_path)
+    cfg = json.loads((tmp_path / "config.json").read_text())
+    (tmp_path / "config.json").write_text(json.dumps({**cfg, field: value}))
+    one_line_error(tmp_path, match)
+
+
 # ----------------------------------------------------------------------------------------------- bad inputs
 
 def one_line_error(path, match, **kw):
@@ -189,8 +198,8 @@ def test_shape_and_key_mismatches_are_one_line_errors(tmp_path):
     small, wide = tiny(), build_dit("DiT-T/4", input_size=16, num_classes=12)
     save_file({k: v.contiguous() for k, v in small.state_dict().items()}, tmp_path / "a.safetensors",
               metadata=dit_metadata(wide))  # metadata says 12 classes, tensors have 10
-    one_line_error(tmp_path / "a.safetensors",
-                   r"a\.safetensors: tensor 'y_embedder.embedding_table.weight' has shape \(11, 192\), expected \(13, 192\)")
+    one_line_error(tmp_path / "a.safetensors", r"a\.safetensors: tensor 'y_embedder.embedding_table.weight' "
+                   r"has shape \(11, 192\), expected \(13, 192\)")
     state = small.state_dict()
     del state["blocks.3.mlp.fc2.bias"]
     torch.save(state, tmp_path / "b.pt")

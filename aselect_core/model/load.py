@@ -27,7 +27,6 @@ from typing import Any, Callable
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import load_file as st_load_file
 from safetensors.torch import save as st_save
 from torch import Tensor
 
@@ -108,13 +107,17 @@ def select_weights(tensors: dict[str, Any], weights: str) -> dict[str, Any]:
     return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
 
 
-def read_safetensors(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+def safetensors_load(path: Path, map_location: Any) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """(tensors, string metadata) of a safetensors file, with a one-line error when unreadable."""
     try:
         with safe_open(path, framework="pt", device=str(map_location)) as f:
-            metadata = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError) as e:
         raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+
+
+def read_safetensors(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
+    tensors, metadata = safetensors_load(path, map_location)
     try:
         config = json.loads(metadata[METADATA_KEY]) if METADATA_KEY in metadata else None
     except json.JSONDecodeError as e:
@@ -165,7 +168,8 @@ DIFFUSERS_RENAMES = [
     (r"pos_embed\.proj\.(weight|bias)", r"x_embedder.proj.\1"),
     (r"transformer_blocks\.0\.norm1\.emb\.timestep_embedder\.linear_1\.(weight|bias)", r"t_embedder.mlp.0.\1"),
     (r"transformer_blocks\.0\.norm1\.emb\.timestep_embedder\.linear_2\.(weight|bias)", r"t_embedder.mlp.2.\1"),
-    (r"transformer_blocks\.0\.norm1\.emb\.class_embedder\.embedding_table\.weight", r"y_embedder.embedding_table.weight"),
+    (r"transformer_blocks\.0\.norm1\.emb\.class_embedder\.embedding_table\.weight",
+     r"y_embedder.embedding_table.weight"),
     (r"transformer_blocks\.(\d+)\.norm1\.linear\.(weight|bias)", r"blocks.\1.adaLN_modulation.1.\2"),
     (r"transformer_blocks\.(\d+)\.attn1\.to_out\.0\.(weight|bias)", r"blocks.\1.attn.proj.\2"),
     (r"transformer_blocks\.(\d+)\.ff\.net\.0\.proj\.(weight|bias)", r"blocks.\1.mlp.fc1.\2"),
@@ -202,6 +206,27 @@ def rename_diffusers(state: dict[str, Tensor], path: Path) -> dict[str, Tensor]:
     return out
 
 
+def diffusers_config(cfg: dict[str, Any], state: dict[str, Tensor], folder: Path) -> dict[str, Any]:
+    """DiT constructor args (+ "name") from a DiTTransformer2DModel config.json and its remapped tensors."""
+    try:
+        hidden, heads = cfg["num_attention_heads"] * cfg["attention_head_dim"], cfg["num_attention_heads"]
+        in_channels, patch, depth = cfg["in_channels"], cfg["patch_size"], cfg["num_layers"]
+        out_channels = cfg.get("out_channels") or in_channels
+        if out_channels not in (in_channels, 2 * in_channels):
+            raise CheckpointError(f"{folder / 'config.json'}: out_channels must be in_channels or twice it (learned "
+                                  f"sigma), got {out_channels}")
+        num_classes = cfg["num_embeds_ada_norm"]
+        has_null = state["y_embedder.embedding_table.weight"].shape[0] > num_classes
+        return dict(name=paper_name(depth, hidden, heads, patch), input_size=cfg["sample_size"], patch_size=patch,
+                    in_channels=in_channels, hidden_size=hidden, depth=depth, num_heads=heads,
+                    mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
+                    class_dropout_prob=0.1 if has_null else 0.0, num_classes=num_classes,
+                    learn_sigma=out_channels == 2 * in_channels, time_freq_shift=1.0,
+                    mlp_norm_eps=cfg.get("norm_eps", 1e-5))
+    except KeyError as e:
+        raise CheckpointError(f"{folder}: expected {e.args[0]!r} in config.json or the weights") from None
+
+
 def read_diffusers(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A `save_pretrained` folder of DiTTransformer2DModel (or a pipeline folder with `transformer/`)."""
     folder = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
@@ -216,25 +241,11 @@ def read_diffusers(path: Path, weights: str, map_location: Any) -> tuple[dict[st
     file = next((folder / n for n in DIFFUSERS_WEIGHTS if (folder / n).is_file()), None)
     if file is None:
         raise CheckpointError(f"{folder}: expected one of {', '.join(DIFFUSERS_WEIGHTS)}")
-    raw = st_load_file(file, device=str(map_location)) if file.suffix == ".safetensors" else torch_load(file, map_location)
+    raw = safetensors_load(file, map_location)[0] if file.suffix == ".safetensors" else torch_load(file, map_location)
     state = rename_diffusers(raw, file)
-    try:
-        hidden = cfg["num_attention_heads"] * cfg["attention_head_dim"]
-        in_channels, patch, size = cfg["in_channels"], cfg["patch_size"], cfg["sample_size"]
-        out_channels = cfg.get("out_channels") or in_channels
-        num_classes = cfg["num_embeds_ada_norm"]
-        config = dict(name=None, input_size=size, patch_size=patch, in_channels=in_channels, hidden_size=hidden,
-                      depth=cfg["num_layers"], num_heads=cfg["num_attention_heads"],
-                      mlp_ratio=state["blocks.0.mlp.fc1.weight"].shape[0] / hidden,
-                      class_dropout_prob=0.1 if state["y_embedder.embedding_table.weight"].shape[0] > num_classes else 0.0,
-                      num_classes=num_classes, learn_sigma=out_channels == 2 * in_channels, time_freq_shift=1.0,
-                      mlp_norm_eps=cfg.get("norm_eps", 1e-5))
-    except KeyError as e:
-        raise CheckpointError(f"{folder}: expected {e.args[0]!r} in config.json or the weights") from None
-    if out_channels not in (in_channels, 2 * in_channels):
-        raise CheckpointError(f"{folder / 'config.json'}: out_channels must be in_channels or 2x, got {out_channels}")
-    config["name"] = paper_name(config["depth"], hidden, config["num_heads"], patch)
-    state["pos_embed"] = sincos_pos_embed_2d(hidden, size // patch).unsqueeze(0).to(map_location)  # (1, N, D)
+    config = diffusers_config(cfg, state, folder)
+    hidden, grid = config["hidden_size"], config["input_size"] // config["patch_size"]
+    state["pos_embed"] = sincos_pos_embed_2d(hidden, grid).unsqueeze(0).to(map_location)  # (1, N, D)
     return state, config
 
 
@@ -264,7 +275,8 @@ def infer_config(state: dict[str, Tensor], path: Path, num_heads: int | None = N
     grid = math.isqrt(num_patches)
     heads = num_heads or PAPER_HEADS.get(hidden)
     if heads is None:
-        raise CheckpointError(f"{path}: cannot infer num_heads for hidden size {hidden}; pass load_dit(..., num_heads=)")
+        raise CheckpointError(f"{path}: cannot infer num_heads for hidden size {hidden}; "
+                              "pass load_dit(..., num_heads=)")
     out_channels = state["final_layer.linear.weight"].shape[0] // (patch * patch)
     depth = 1 + max(int(k.split(".")[1]) for k in state if k.startswith("blocks."))
     return dict(name=paper_name(depth, hidden, heads, patch), input_size=grid * patch, patch_size=patch,
