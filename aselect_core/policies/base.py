@@ -49,8 +49,7 @@ class TimestepPolicy:
 
     def sample(self, x0: Tensor, step: int) -> tuple[Tensor, Tensor]:
         """Timesteps t (B,) int64 in [0, T) and loss weights w (B,) float32 for x0 (B, C, H, W), on its device."""
-        if x0.dim() < 1 or x0.shape[0] < 1:
-            raise ValueError(f"x0: expected a batch (B, C, H, W) with B >= 1, got shape {tuple(x0.shape)}")
+        check_batch(x0)
         t, w = self.draw(x0.shape[0], step)  # (B,), (B,) on the CPU
         return t.to(x0.device), w.to(x0.device)
 
@@ -65,6 +64,10 @@ class TimestepPolicy:
     def distribution(self) -> Tensor:
         """The current marginal over timesteps, (T,) float64 summing to 1."""
         raise NotImplementedError(f"{type(self).__name__}.distribution")
+
+    def class_distributions(self) -> dict[int, Tensor] | None:
+        """Per-label marginals {y: (T,) float64} for policies whose p(t) depends on the image; None otherwise."""
+        return None
 
     def state_dict(self) -> dict[str, Tensor]:
         """Everything needed to resume exactly, as tensors (scalars as 0-d tensors)."""
@@ -82,6 +85,12 @@ class TimestepPolicy:
 
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, num_timesteps={self.num_timesteps})"
+
+
+def check_batch(x0: Tensor) -> None:
+    """Refuse anything but a non-empty batch: `sample` is asked for one timestep per image."""
+    if x0.dim() < 1 or x0.shape[0] < 1:
+        raise ValueError(f"x0: expected a batch (B, C, H, W) with B >= 1, got shape {tuple(x0.shape)}")
 
 
 def effective_timesteps(p: Tensor) -> float:
