@@ -1,0 +1,104 @@
+"""`analyze_run`: the full analysis of one run dir, written to its `analysis/` folder (what `aselect analyze` runs).
+
+Outputs (parquet unless noted), all over the same candidate timesteps (default 0, 50, ..., 950) and blocks:
+- probe.parquet      oracle probe grid (mean pooling, linear + k-NN) plus raw-pixel baseline rows (layer
+                     "pixels": flattened x_t with the same images, splits and per-image noise) at each timestep
+- hfr.parquet        mean/std high-frequency ratio per (timestep, layer), from the hfr method's single pass
+- mi.parquet         label MI I(y; pooled features) per (timestep, layer), from the mi method
+- immse.parquet      I(x0; x_t) per timestep by I-MMSE with the run's EMA DiT as denoiser (null class)
+- selection.parquet  one row per selection method (choice, cost, regret and cost ratio vs the oracle)
+- summary.json       best (timestep, layer), accuracies, pixel baseline, costs, HFR-accuracy Spearman rho
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import torch
+
+from analysis.features import probe_splits, resolve_source
+from analysis.mi import mi_x0_xt
+from analysis.probe import pixel_baseline
+from analysis.selection import METHODS, Selection, default_timesteps, hfr_accuracy_correlation, select_timestep
+from aselect_core.datasets import ImageDataset
+from aselect_core.train.checkpoint import atomic_write_json
+from aselect_core.train.rundir import RunDir, write_parquet
+
+METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
+
+
+def _finite(x: float) -> float | None:
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
+
+
+def immse_curve(source, data: ImageDataset | str, timesteps: list[int], n_images: int, seed: int,
+                device: str = "cpu") -> pd.DataFrame:
+    """I(x0; x_t) on n_images train images, the run's DiT (null class, eps channels) as the denoiser."""
+    model = source.model.eval().to(device)
+    channels = model.config["in_channels"]
+    images = probe_splits(data, n_images, seed, 0, model.config["input_size"]).train.images.to(device)
+
+    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        with torch.inference_mode():
+            return model(x, t, None)[:, :channels]  # (B, C, H, W) eps_hat
+
+    return mi_x0_xt(denoiser, images, source.schedule, timesteps, seed=seed)
+
+
+def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.DataFrame) -> dict[str, Any]:
+    dit, pixels = probe[probe.layer != "pixels"], probe[probe.layer == "pixels"]
+    best = dit.loc[dit.accuracy.idxmax()]
+    pixels_at_best = pixels[pixels.timestep == best.timestep].accuracy
+    cells = dit.merge(hfr_grid, on=["timestep", "layer"])
+    rho, p = hfr_accuracy_correlation(cells) if len(cells) >= 3 else (math.nan, math.nan)
+    return {
+        "best": {"timestep": int(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
+                 "knn_accuracy": _finite(float(best.knn_accuracy))},
+        "pixel_baseline": {"best_accuracy": float(pixels.accuracy.max()),
+                           "accuracy_at_best_timestep": float(pixels_at_best.iloc[0])},
+        "hfr_accuracy_spearman": {"rho": _finite(rho), "p": _finite(p)},
+        "methods": {m: {"timestep": s.timestep, "layer": s.layer, "accuracy": _finite(s.accuracy_at_choice),
+                        "regret_points": _finite(s.regret), "cost_image_passes": s.cost_image_passes,
+                        "cost_ratio": _finite(s.cost_ratio), "wall_seconds": s.wall_seconds}
+                    for m, s in sels.items()},
+    }
+
+
+def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
+                layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
+                methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
+                **method_kw: Any) -> dict[str, Path]:
+    """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
+
+    `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
+    "oracle". Extra keywords go to `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
+    """
+    rd = RunDir(Path(run))
+    unknown = [m for m in methods if m not in METHODS]
+    if unknown or "oracle" not in methods:
+        raise ValueError(f"methods: expected names from {sorted(METHODS)} including 'oracle', got {list(methods)}")
+    source = resolve_source(run)
+    if source.run is None:
+        raise ValueError(f"run: {run} is not a run dir (no config.json)")
+    data = source.data_spec if data is None else data
+    ts = default_timesteps(source.schedule.num_timesteps) if timesteps is None else timesteps
+    common = dict(dataset=data, layer=layers, timesteps=ts, n_images=n_images, seed=seed, progress=progress,
+                  device=device, **method_kw)
+    sels = {m: select_timestep(run, method=m, **common) for m in sorted(methods, key=METHOD_ORDER.index)}
+
+    splits = probe_splits(data, n_images, seed, None, source.model.config["input_size"])
+    probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(ts), source.schedule)], ignore_index=True)
+    hfr_grid = sels["hfr"].grid if "hfr" in sels else pd.DataFrame(columns=["timestep", "layer", "hfr_mean"])
+    tables = {"probe": probe, "hfr": hfr_grid, "selection": pd.DataFrame([s.row() for s in sels.values()]),
+              "immse": immse_curve(source, data, ts, immse_images, seed, device)}
+    if "mi" in sels:
+        tables["mi"] = sels["mi"].grid
+    paths = {}
+    for name, df in tables.items():
+        paths[name] = rd.analysis / f"{name}.parquet"
+        write_parquet(paths[name], df)
+    paths["summary"] = rd.analysis / "summary.json"
+    atomic_write_json(paths["summary"], summarise(sels, probe, hfr_grid))
+    return paths

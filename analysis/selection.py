@@ -1,0 +1,276 @@
+"""Which (timestep, layer) of a trained DiT to read features from, and what finding it costs.
+
+Methods (registry `METHODS`), each counted in DiT image-passes (one image at one timestep) and wall time:
+- `oracle`: probe every candidate (timestep, layer) on n_images train / n_images // 2 test images, argmax of
+  held-out accuracy. Its grid and cost are kept in the run dir (`analysis/oracle.parquet`, `oracle.json`);
+  every other method's `regret` (oracle accuracy − accuracy at its choice, in accuracy points) and
+  `cost_ratio` (oracle image-passes / its image-passes) are measured against them when they exist.
+- `hfr`: A-SelecT (arXiv 2603.25758): one pass of a small batch (`hfr_images`, default 64) over the candidate
+  timesteps, no probe. Score = mean high-frequency ratio of the token maps; `layer=None` scores every block
+  (one forward taps them all, so this costs nothing extra) and picks the best (timestep, layer) pair, a given
+  layer restricts the choice to it. Whether high or low HFR goes with good features is an empirical
+  question: `hfr_mode="max"` (default) or `"min"`, and `hfr_accuracy_correlation` measures it on the grid.
+- `mi`: argmax of label mutual information I(y; pooled features) (`analysis.mi.estimate_mi`, method
+  `mi_method`, default "latent") on `mi_images` (default 256) train images, no probe.
+- `coarse-to-fine`: probe `coarse` (default 5) evenly spread candidate timesteps, then every candidate between
+  the best one's coarse neighbours; same images and probe as the oracle.
+`budget` (image-passes) caps hfr/mi's image count at budget // len(timesteps).
+"""
+from __future__ import annotations
+
+import json
+import math
+import time
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+from scipy.stats import spearmanr
+
+from analysis.features import Source, check_timesteps, extract_features, resolve_source
+from analysis.hfr import high_frequency_ratio
+from analysis.probe import probe_grid
+from aselect_core.datasets import ImageDataset
+from aselect_core.train.checkpoint import atomic_write_json
+from aselect_core.train.rundir import RunDir, write_parquet
+
+
+@dataclass
+class Selection:
+    """A method's choice and its cost; accuracy fields are NaN when no oracle grid exists for the run."""
+
+    method: str
+    timestep: int
+    layer: str
+    score: float  # the method's own criterion at its choice (accuracy, HFR, MI in nats)
+    cost_image_passes: int
+    wall_seconds: float
+    accuracy_at_choice: float = math.nan
+    oracle_accuracy: float = math.nan
+    regret: float = math.nan  # accuracy points (0-100 scale)
+    cost_ratio: float = math.nan  # oracle image-passes / this method's
+    details: dict[str, Any] = field(default_factory=dict)  # JSON-able settings and side numbers
+    grid: pd.DataFrame | None = None  # the method's per-(timestep, layer) scores
+
+    def row(self) -> dict[str, Any]:
+        """A flat record for selection.parquet (details as JSON, grid left out)."""
+        d = {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("details", "grid")}
+        return {**d, "details": json.dumps(self.details, sort_keys=True)}
+
+
+@dataclass
+class Context:
+    """Everything a method needs, resolved and validated once."""
+
+    source: Source
+    dataset: ImageDataset | str
+    timesteps: list[int]
+    layers: list[int] | None  # block indices, None = all
+    n_images: int
+    seed: int
+    budget: int | None
+    progress: bool
+    device: str
+    kw: dict[str, Any]
+
+    def features(self, timesteps: list[int], n_images: int, **kw: Any):
+        return extract_features(self.source.model, self.dataset, timesteps, self.layers, n_images, self.seed,
+                                schedule=self.source.schedule, progress=self.progress, device=self.device,
+                                cache_dir=self.cache_dir, **kw)
+
+    @property
+    def cache_dir(self) -> Path | None:
+        return self.source.run.analysis / "features" if self.source.run else None
+
+    def images_for(self, default: int) -> int:
+        """Images for a one-pass method: `default`, capped so that images × timesteps fits the budget."""
+        return default if self.budget is None else max(2, min(default, self.budget // len(self.timesteps)))
+
+
+def default_timesteps(num_timesteps: int, n: int = 20) -> list[int]:
+    """n evenly spaced integers from 0 (e.g. 0, 50, ..., 950 for T = 1000)."""
+    return sorted({int(t) for t in np.arange(n) * num_timesteps // n})
+
+
+def _argbest(grid: pd.DataFrame, column: str, mode: str = "max") -> pd.Series:
+    i = grid[column].idxmax() if mode == "max" else grid[column].idxmin()
+    return grid.loc[i]
+
+
+# -- methods ----------------------------------------------------------------------------------------------------
+def _probe_choice(ctx: Context, timesteps: list[int]) -> tuple[pd.DataFrame, int]:
+    bank = ctx.features(timesteps, ctx.n_images, n_test=ctx.kw.get("n_test"))
+    return probe_grid(bank, knn=ctx.kw.get("knn", True), progress=ctx.progress), bank.image_passes
+
+
+def oracle(ctx: Context) -> Selection:
+    grid, passes = _probe_choice(ctx, ctx.timesteps)
+    best = _argbest(grid, "accuracy")
+    return Selection("oracle", int(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
+                     grid=grid)
+
+
+def hfr(ctx: Context) -> Selection:
+    mode = ctx.kw.get("hfr_mode", "max")
+    if mode not in ("max", "min"):
+        raise ValueError(f"hfr_mode: expected 'max' or 'min', got {mode!r}")
+    n = ctx.images_for(ctx.kw.get("hfr_images", 64))
+    rows, passes = [], 0
+    for t in ctx.timesteps:  # one timestep at a time: token maps of every layer only live this long
+        bank = ctx.features([t], n, n_test=0, tokens=True, cache=False)
+        passes += bank.image_passes
+        for (ts, layer), tokens in bank.tokens.items():
+            scores = high_frequency_ratio(tokens, grid=bank.grid, cutoff=ctx.kw.get("cutoff", 0.25))  # (n,)
+            rows.append({"timestep": ts, "layer": layer, "hfr_mean": scores.mean().item(),
+                         "hfr_std": scores.std(correction=0).item()})
+    grid = pd.DataFrame(rows)
+    best = _argbest(grid, "hfr_mean", mode)
+    return Selection("hfr", int(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
+                     details={"hfr_mode": mode, "hfr_images": n}, grid=grid)
+
+
+def mi(ctx: Context) -> Selection:
+    from analysis.mi import label_mi_grid
+
+    method = ctx.kw.get("mi_method", "latent")
+    n = ctx.images_for(ctx.kw.get("mi_images", 256))
+    bank = ctx.features(ctx.timesteps, n, n_test=0)
+    grid = label_mi_grid(bank.pooled, bank.labels, method=method)
+    best = _argbest(grid, "mi_nats")
+    return Selection("mi", int(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
+                     details={"mi_method": method, "mi_images": n}, grid=grid)
+
+
+def coarse_to_fine(ctx: Context) -> Selection:
+    cands = ctx.timesteps
+    k = max(2, min(int(ctx.kw.get("coarse", 5)), len(cands)))
+    coarse_idx = sorted({round(i * (len(cands) - 1) / (k - 1)) for i in range(k)})
+    coarse, passes = _probe_choice(ctx, [cands[i] for i in coarse_idx])
+    pos = coarse_idx.index(cands.index(int(_argbest(coarse, "accuracy").timestep)))
+    lo, hi = coarse_idx[max(pos - 1, 0)], coarse_idx[min(pos + 1, len(coarse_idx) - 1)]
+    fine_ts = [cands[i] for i in range(lo, hi + 1) if i not in coarse_idx]
+    grid = coarse
+    if fine_ts:
+        fine, fine_passes = _probe_choice(ctx, fine_ts)
+        grid, passes = pd.concat([coarse, fine], ignore_index=True), passes + fine_passes
+    best = _argbest(grid, "accuracy")
+    return Selection("coarse-to-fine", int(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
+                     details={"coarse": [cands[i] for i in coarse_idx], "fine": fine_ts}, grid=grid)
+
+
+METHODS: dict[str, Callable[[Context], Selection]] = {
+    "oracle": oracle, "hfr": hfr, "mi": mi, "coarse-to-fine": coarse_to_fine}
+
+
+# -- the oracle grid on disk ------------------------------------------------------------------------------------
+def oracle_paths(run: RunDir) -> tuple[Path, Path]:
+    return run.analysis / "oracle.parquet", run.analysis / "oracle.json"
+
+
+def save_oracle(run: RunDir, sel: Selection) -> None:
+    grid_path, info_path = oracle_paths(run)
+    write_parquet(grid_path, sel.grid)
+    atomic_write_json(info_path, {"timestep": sel.timestep, "layer": sel.layer, "accuracy": sel.score,
+                                  "cost_image_passes": sel.cost_image_passes, "wall_seconds": sel.wall_seconds,
+                                  **sel.details})
+
+
+def load_oracle(run: RunDir | None) -> tuple[pd.DataFrame, dict[str, Any]] | None:
+    """The run's oracle probe grid and its record (cost, best accuracy), or None when not computed yet."""
+    if run is None:
+        return None
+    grid_path, info_path = oracle_paths(run)
+    if not (grid_path.is_file() and info_path.is_file()):
+        return None
+    return pd.read_parquet(grid_path), json.loads(info_path.read_text())
+
+
+def score_against_oracle(sel: Selection, oracle_grid: pd.DataFrame, info: dict[str, Any]) -> Selection:
+    """Fill accuracy_at_choice, oracle_accuracy, regret (points) and cost_ratio from the oracle's grid."""
+    at = oracle_grid[(oracle_grid.timestep == sel.timestep) & (oracle_grid.layer == sel.layer)].accuracy
+    sel.oracle_accuracy = float(oracle_grid.accuracy.max())
+    sel.accuracy_at_choice = float(at.iloc[0]) if len(at) else math.nan
+    sel.regret = 100.0 * (sel.oracle_accuracy - sel.accuracy_at_choice)
+    sel.cost_ratio = info["cost_image_passes"] / sel.cost_image_passes
+    return sel
+
+
+# -- entry point ------------------------------------------------------------------------------------------------
+def resolve_layer_arg(layer: int | str | list[int | str] | None, depth: int) -> list[int] | None:
+    """`layer` of select_timestep -> sorted block indices, or None for all blocks."""
+    if layer is None:
+        return None
+    return sorted({_layer_index(x, depth) for x in (layer if isinstance(layer, (list, tuple)) else [layer])})
+
+
+def _layer_index(layer: int | str, depth: int) -> int:
+    """A block index from 3, -1 or "block.3"; one-line error otherwise."""
+    text = str(layer)
+    index = text.split(".", 1)[1] if text.startswith("block.") else text
+    try:
+        i = int(index)
+    except ValueError:
+        i = depth  # falls through to the range error below
+    if not -depth <= i < depth:
+        raise ValueError(f"layer: expected a block index in [-{depth}, {depth}) or 'block.i', got {layer!r}")
+    return i % depth
+
+
+def select_timestep(run: str | Path, dataset: ImageDataset | str | None = None, method: str = "hfr",
+                    budget: int | None = None, layer: int | str | list[int | str] | None = None,
+                    timesteps: list[int] | None = None,
+                    *, n_images: int = 1000, seed: int = 0, progress: bool = False, device: str = "cpu",
+                    use_oracle_cache: bool = True, **kw: Any) -> Selection:
+    """Pick a (timestep, layer) for `run` (a run dir or checkpoint) with `method`; see the module doc.
+
+    `layer`: a block index or "block.i" (or a list of them) to restrict the candidates; None = every block.
+    The oracle grid is saved in the run dir; `method="oracle"` reuses it when it was computed with the same
+    candidate timesteps and layers, images and seed (`use_oracle_cache=False` recomputes). Extra keywords go to the method
+    (hfr_mode, hfr_images, cutoff, mi_method, mi_images, coarse, n_test, knn).
+    """
+    if method not in METHODS:
+        raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    if budget is not None and budget < 1:
+        raise ValueError(f"budget: expected a positive number of image-passes, got {budget}")
+    source = resolve_source(run)
+    if dataset is None and source.data_spec is None:
+        raise ValueError("dataset: required when run is not a run dir (no run config to read it from)")
+    ts = check_timesteps(default_timesteps(source.schedule.num_timesteps) if timesteps is None else timesteps,
+                         source.schedule.num_timesteps)
+    layers = resolve_layer_arg(layer, source.model.depth)
+    ctx = Context(source, dataset if dataset is not None else source.data_spec, ts, layers, n_images, seed, budget,
+                  progress, device, kw)
+    stored = load_oracle(source.run)
+    setting = {"timesteps": ts, "layers": layers, "n_images": n_images, "seed": seed}
+    same_oracle = stored is not None and all(stored[1].get(k) == v for k, v in setting.items())
+    start = time.perf_counter()
+    if method == "oracle" and same_oracle and use_oracle_cache:
+        grid, info = stored
+        sel = Selection("oracle", info["timestep"], info["layer"], info["accuracy"], info["cost_image_passes"],
+                        info["wall_seconds"], details=setting, grid=grid)
+        return score_against_oracle(sel, grid, info)
+    sel = METHODS[method](ctx)
+    sel.wall_seconds = time.perf_counter() - start
+    if method == "oracle" and source.run is not None:
+        sel.details.update(setting)
+        save_oracle(source.run, sel)
+        stored = load_oracle(source.run)
+    return score_against_oracle(sel, *stored) if stored is not None else sel
+
+
+def hfr_accuracy_correlation(grid_df: pd.DataFrame, hfr_df: pd.DataFrame | None = None) -> tuple[float, float]:
+    """Spearman (rho, p) between mean HFR and probe accuracy over the (timestep, layer) cells of a grid.
+
+    `grid_df` holds both `accuracy` and `hfr_mean`, or pass the HFR grid separately (merged on timestep, layer).
+    NaN when either column is constant (the rank correlation is undefined there).
+    """
+    df = grid_df if hfr_df is None else grid_df.merge(hfr_df, on=["timestep", "layer"])
+    if len(df) < 3:
+        raise ValueError(f"grid_df: expected at least 3 (timestep, layer) cells with accuracy and hfr_mean, "
+                         f"got {len(df)}")
+    if df.hfr_mean.nunique() < 2 or df.accuracy.nunique() < 2:
+        return math.nan, math.nan
+    rho, p = spearmanr(df.hfr_mean, df.accuracy)
+    return float(rho), float(p)
