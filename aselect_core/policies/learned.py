@@ -15,6 +15,9 @@ The bilevel loop: the trainer's DiT step minimises mean(w L_t) at the sampled t;
 
 - r: InfoNCE reward (`selector.infonce_reward`, ceiling log B): how well pooled DiT features of two
   independently noised copies of x₀ at t identify x₀ among the batch. Costs 2·B image-passes per update.
+  The negatives sit at their own t, so a t-dependent component of the DiT's features (its t-embedding)
+  also tells them apart: the reward partly credits timestep identity, a pull towards spreading that the
+  budget term counters. Negatives at the same t would cost B² passes per update.
 - the trivial term keeps mass off near-clean t (identity is trivially kept there, nothing is learned)
   and pure-noise t; P_φ is the batch-mean selector mass in the margins.
 - the budget term pulls the effective number of timesteps exp(H_t(p̄_φ)) of the batch marginal p̄_φ towards
@@ -119,7 +122,7 @@ class LearnedPolicy(TimestepPolicy):
         _check(_is_int(hidden) and hidden >= 1, "hidden", "a positive integer", hidden)
         _check(temperature > 0, "temperature", "a positive number", temperature)
         low = 0.0 if mode == "concentrated" else 1e-6  # unbiased weights are bounded by 1 / uniform_prob
-        _check(low <= uniform_prob <= 1, "uniform_prob", f"a number in [{low:g}, 1] in {mode} mode", uniform_prob)
+        _check(low <= uniform_prob < 1, "uniform_prob", f"a number in [{low:g}, 1) in {mode} mode", uniform_prob)
         _check(0 <= baseline_decay < 1, "baseline_decay", "a number in [0, 1)", baseline_decay)
         _check(0 <= marginal_decay < 1, "marginal_decay", "a number in [0, 1)", marginal_decay)
         _check(_is_int(selector_seed), "selector_seed", "an integer", selector_seed)
