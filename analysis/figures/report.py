@@ -1,0 +1,193 @@
+"""Which figures a run dir can give (registry `FIGURES`), and `write_figures`: all of them for a set of runs.
+
+`FIGURES` maps a figure name to its builder and the run-dir files it reads, keyword by keyword. An input
+`FILE.npz:ARRAY` is one array of an .npz file. Files produced elsewhere and read here (the contract):
+`analysis/umap.parquet` (timestep, index, x, y, label — `analysis.embedding.umap_trajectory`'s points) and
+`analysis/attribution.npz` (attributions (n_t, n_images, H, W), timesteps (n_t,), optional images
+(n_images, C, H, W) in [-1, 1]).
+"""
+from __future__ import annotations
+
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from analysis.curriculum import spread
+from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
+                                       dit_cells, hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto,
+                                       probe_curves, probe_heatmap, umap_grid)
+from analysis.figures.export import check_formats, export_figure, export_session
+from aselect_core.train.rundir import RunDir, RunDirError
+
+log = logging.getLogger(__name__)
+
+PROBE, SELECTION = "analysis/probe.parquet", "analysis/selection.parquet"
+ATTRIBUTION = "analysis/attribution.npz"
+
+
+@dataclass(frozen=True)
+class FigureSpec:
+    """A builder and the run-dir files behind its keyword arguments (optional ones are None when absent)."""
+
+    builder: Callable[..., Built]
+    inputs: dict[str, str]
+    optional: dict[str, str] = field(default_factory=dict)
+    about: str = ""
+
+
+FIGURES: dict[str, FigureSpec] = {
+    "probe_heatmap": FigureSpec(probe_heatmap, {"probe": PROBE}, about="probe accuracy, timestep × layer"),
+    "probe_curves": FigureSpec(probe_curves, {"probe": PROBE}, {"selection": SELECTION},
+                               about="accuracy vs t per layer, pixels dashed, oracle/HFR choices marked"),
+    "hfr_vs_accuracy": FigureSpec(hfr_scatter, {"probe": PROBE, "hfr": "analysis/hfr.parquet"},
+                                  about="HFR vs accuracy per cell, Spearman ρ"),
+    "mi_label": FigureSpec(mi_curves, {"mi": "analysis/mi.parquet"}, about="I(y; features) vs t per layer"),
+    "mi_x0_xt": FigureSpec(immse_curve, {"immse": "analysis/immse.parquet"}, about="I(x0; x_t) by I-MMSE"),
+    "curriculum": FigureSpec(curriculum_heatmap, {"curriculum": "curriculum.parquet"},
+                             about="p(t) over training and its effective timesteps"),
+    "curriculum_classes": FigureSpec(class_curriculum_heatmap, {"classes": "curriculum_classes.parquet"},
+                                     about="per-class p(t | y) at the last snapshot"),
+    "loss_by_bin": FigureSpec(loss_by_bin, {"metrics": "metrics.parquet"}, about="loss per t bin over training"),
+    "umap": FigureSpec(umap_grid, {"points": "analysis/umap.parquet"}, about="UMAP per timestep by label"),
+    "attribution": FigureSpec(attribution_grid, {"attributions": f"{ATTRIBUTION}:attributions",
+                                                 "timesteps": f"{ATTRIBUTION}:timesteps"},
+                              {"images": f"{ATTRIBUTION}:images"}, about="attribution maps, image × t"),
+}
+
+
+def _file(run: Path, ref: str) -> tuple[Path, str | None]:
+    name, _, array = ref.partition(":")
+    return run / name, array or None
+
+
+def _available(run: Path, ref: str) -> bool:
+    path, array = _file(run, ref)
+    if not path.is_file():
+        return False
+    if array is None:
+        return True
+    with np.load(path) as npz:
+        return array in npz.files
+
+
+def _read(run: Path, ref: str) -> Any:
+    path, array = _file(run, ref)
+    if array is not None:
+        with np.load(path) as npz:
+            return npz[array]
+    try:
+        return pd.read_parquet(path)
+    except Exception as e:  # pyarrow raises several types for a corrupt file
+        raise RunDirError(f"{path}: not a readable parquet file ({type(e).__name__})") from None
+
+
+def missing_inputs(name: str, run: str | Path) -> list[str]:
+    """The required inputs of figure `name` that `run` lacks (empty: it can be drawn)."""
+    return [ref for ref in FIGURES[name].inputs.values() if not _available(Path(run), ref)]
+
+
+def build_figure(name: str, run: str | Path, **opts: Any) -> Built:
+    """Figure `name` of one run dir from its files (raises if a required input is missing)."""
+    if name not in FIGURES:
+        raise ValueError(f"name: expected one of {sorted(FIGURES)}, got {name!r}")
+    run, spec = Path(run), FIGURES[name]
+    if missing := missing_inputs(name, run):
+        raise FileNotFoundError(f"{run}: figure {name} needs {', '.join(missing)}")
+    kw = {k: _read(run, ref) for k, ref in spec.inputs.items()}
+    kw.update({k: _read(run, ref) if _available(run, ref) else None for k, ref in spec.optional.items()})
+    return spec.builder(**kw, **opts)
+
+
+# -- comparison across runs ------------------------------------------------------------------------------------
+COMPARISON_COLUMNS = ["run", "dataset", "policy", "steps", "image_passes", "best_accuracy", "best_timestep",
+                      "best_layer", "hfr_accuracy", "hfr_timestep", "hfr_layer", "effective_timesteps"]
+
+
+def run_summary(run: str | Path) -> dict[str, Any]:
+    """One comparison row from whatever the run dir holds (NaN where an analysis file is absent)."""
+    rd = RunDir(Path(run))
+    cfg = rd.config()
+    row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
+    row.update(run=rd.path.name, dataset=cfg.data, policy=cfg.policy, steps=cfg.steps)
+    if rd.metrics_path.is_file():
+        last = rd.metrics().sort_values("step").iloc[-1]
+        row.update(steps=int(last.step), image_passes=float(last.image_passes))
+    if (rd.path / PROBE).is_file():
+        best = dit_cells(_read(rd.path, PROBE)).sort_values("accuracy", ascending=False).iloc[0]
+        row.update(best_accuracy=float(best.accuracy), best_timestep=int(best.timestep), best_layer=best.layer)
+    if (rd.path / SELECTION).is_file():
+        hfr = _read(rd.path, SELECTION).query("method == 'hfr'")
+        if len(hfr):
+            row.update(hfr_accuracy=float(hfr.accuracy_at_choice.iloc[0]), hfr_timestep=int(hfr.timestep.iloc[0]),
+                       hfr_layer=hfr.layer.iloc[0])
+    if rd.curriculum_path.is_file():
+        row["effective_timesteps"] = float(spread(rd.curriculum()).effective_timesteps.iloc[-1])
+    return row
+
+
+def comparison_table(runs: Sequence[str | Path]) -> pd.DataFrame:
+    """One row per run: dataset, policy, steps, counted cost, best probe cell, HFR choice, final spread of p(t)."""
+    return pd.DataFrame([run_summary(r) for r in runs], columns=COMPARISON_COLUMNS)
+
+
+def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
+    """comparison.csv and comparison.tex (booktabs, LaTeX-escaped, 3 decimals, – for missing)."""
+    csv, tex = out / "comparison.csv", out / "comparison.tex"
+    table.to_csv(csv, index=False)
+    tex.write_text(table.to_latex(index=False, escape=True, float_format="%.3f", na_rep="–"))
+    return [csv, tex]
+
+
+# -- the batch -------------------------------------------------------------------------------------------------
+def _run_names(runs: Sequence[Path]) -> list[str]:
+    """Output folder per run: its dir name, made unique with -2, -3 ... when names repeat."""
+    seen: dict[str, int] = {}
+    names = []
+    for r in runs:
+        seen[r.name] = seen.get(r.name, 0) + 1
+        names.append(r.name if seen[r.name] == 1 else f"{r.name}-{seen[r.name]}")
+    return names
+
+
+def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence[str] = ("pdf", "svg", "png"),
+                  progress: bool = True) -> list[Path]:
+    """Every figure the runs' files allow (OUT/RUN/NAME.{formats,csv}), the cross-run policy Pareto figure and
+    comparison.{csv,tex} in OUT; figures whose inputs are missing or unusable are skipped with a logged reason.
+    One browser serves the whole batch. Returns the written paths."""
+    formats = check_formats(formats)
+    runs = [Path(r) for r in runs]
+    for r in runs:
+        if not RunDir(r).is_run():
+            raise ValueError(f"runs: {r} is not a run dir (no config.json)")
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    written: list[Path] = []
+
+    def emit(built: Callable[[], Built], where: Path, name: str, label: str) -> None:
+        try:
+            fig, data = built()
+        except (ValueError, FileNotFoundError) as e:
+            log.warning("skipped %s: %s", label, e)
+            return
+        start = time.perf_counter()
+        written.extend(export_figure(fig, data, where, name, formats))
+        log.info("wrote %s (%.2f s)", label, time.perf_counter() - start)
+
+    jobs = [(r, n, name) for r, n in zip(runs, _run_names(runs)) for name in FIGURES]
+    with export_session():
+        for run, run_name, name in tqdm(jobs, desc="figures", disable=not progress, dynamic_ncols=True):
+            label = f"{run_name}/{name}"
+            if missing := missing_inputs(name, run):
+                log.warning("skipped %s: missing %s", label, ", ".join(missing))
+                continue
+            emit(lambda: build_figure(name, run), out / run_name, name, label)
+        table = comparison_table(runs).assign(run=_run_names(runs))
+        emit(lambda: policy_pareto(table), out, "policy_pareto", "policy_pareto")
+    return written + write_comparison(table, out)

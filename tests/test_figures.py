@@ -1,0 +1,316 @@
+"""analysis.figures: every builder's CSV reproduces its traces, the paper template is applied, static exports are
+valid files of the requested size, and write_figures skips what a run cannot give instead of crashing."""
+from __future__ import annotations
+
+import logging
+import time
+import xml.etree.ElementTree as ET
+
+import numpy as np
+import pandas as pd
+import pytest
+from PIL import Image
+
+from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid, build_figure,
+                              class_curriculum_heatmap, comparison_table, curriculum_heatmap, export_figure,
+                              export_session, find_browser, hfr_scatter, immse_curve, loss_by_bin, mi_curves,
+                              missing_inputs, pareto_front, policy_pareto, probe_curves, probe_heatmap, umap_grid,
+                              write_figures)
+from analysis.figures.export import RASTER_SCALE
+
+TIMESTEPS = [0, 100, 200, 300, 400, 500]
+LAYERS = ["block.0", "block.1", "block.2", "block.10"]  # natural order puts block.10 last
+
+
+# -- synthetic inputs ------------------------------------------------------------------------------------------
+def probe_frame() -> pd.DataFrame:
+    rows = [{"timestep": t, "layer": layer, "kind": "block", "accuracy": 0.9 - t / 1000 + 0.01 * i,
+             "knn_accuracy": 0.8 - t / 1000, "pooling": "mean"} for i, layer in enumerate(LAYERS) for t in TIMESTEPS]
+    rows += [{"timestep": t, "layer": "pixels", "kind": "pixels", "accuracy": 0.85 - t / 2000,
+              "knn_accuracy": np.nan, "pooling": "flatten"} for t in TIMESTEPS]
+    return pd.DataFrame(rows)
+
+
+def selection_frame() -> pd.DataFrame:
+    return pd.DataFrame({"method": ["oracle", "hfr", "mi"], "timestep": [0, 100, 200],
+                         "layer": ["block.10", "block.1", "block.2"], "accuracy_at_choice": [0.93, 0.81, 0.72]})
+
+
+def hfr_frame() -> pd.DataFrame:
+    return pd.DataFrame([{"timestep": t, "layer": layer, "hfr_mean": 0.2 + t / 1000 + 0.02 * i, "hfr_std": 0.01}
+                         for i, layer in enumerate(LAYERS) for t in TIMESTEPS])
+
+
+def mi_frame() -> pd.DataFrame:
+    return pd.DataFrame([{"timestep": t, "layer": layer, "mi_nats": 2.0 - t / 300 + 0.1 * i, "method": "latent"}
+                         for i, layer in enumerate(LAYERS) for t in TIMESTEPS])
+
+
+def immse_frame() -> pd.DataFrame:
+    t = np.array(TIMESTEPS[::-1])
+    return pd.DataFrame({"timestep": t, "snr": 1.0 / (t + 1), "mmse": 0.5 + t / 1000, "mi_nats": 50.0 / (t + 1)})
+
+
+def curriculum_frame(steps=(0, 2, 4, 6), bins: int = 5) -> pd.DataFrame:
+    rows = []
+    for s in steps:
+        p = np.exp(-np.arange(bins) * s / 4.0)
+        p /= p.sum()
+        rows += [{"step": s, "bin": b, "t_lo": 200 * b, "t_hi": 200 * b + 199, "probability": p[b]}
+                 for b in range(bins)]
+    return pd.DataFrame(rows)
+
+
+def classes_frame() -> pd.DataFrame:
+    return pd.concat([curriculum_frame(bins=5).assign(label=y) for y in (0, 1, 2)], ignore_index=True)
+
+
+def metrics_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(0)
+    loss = rng.uniform(0.5, 1.0, size=(20, 2))
+    total = loss.mean(axis=1)
+    loss[rng.uniform(size=loss.shape) < 0.3] = np.nan  # bins a batch missed
+    return pd.DataFrame({"step": np.arange(1, 21), "loss": total, "image_passes": 48 * np.arange(1, 21),
+                         "loss_t0000_0499": loss[:, 0], "loss_t0500_0999": loss[:, 1]})
+
+
+def comparison_frame() -> pd.DataFrame:
+    return pd.DataFrame({"run": list("abcdef"), "dataset": ["digits"] * 4 + ["mnist5k"] * 2,
+                         "policy": ["uniform", "learned", "fixed", "loss-aware", "uniform", "learned"],
+                         "image_passes": [100.0, 200.0, 150.0, 300.0, 100.0, 120.0],
+                         "best_accuracy": [0.80, 0.90, 0.70, 0.85, 0.60, 0.65]})
+
+
+def umap_frame() -> pd.DataFrame:
+    rng = np.random.default_rng(1)
+    return pd.DataFrame([{"timestep": t, "index": i, "x": rng.normal(), "y": rng.normal(), "label": i % 3}
+                         for t in (0, 200, 400) for i in range(12)])
+
+
+def attribution_arrays() -> dict:
+    rng = np.random.default_rng(2)
+    return {"attributions": rng.normal(size=(3, 2, 4, 4)), "timesteps": np.array([0, 200, 400]),
+            "images": rng.uniform(-1, 1, size=(2, 1, 4, 4))}
+
+
+BUILDS = {
+    "probe_heatmap": lambda: probe_heatmap(probe_frame()),
+    "probe_curves": lambda: probe_curves(probe_frame(), selection_frame()),
+    "hfr_scatter": lambda: hfr_scatter(probe_frame(), hfr_frame()),
+    "mi_curves": lambda: mi_curves(mi_frame()),
+    "immse_curve": lambda: immse_curve(immse_frame()),
+    "curriculum_heatmap": lambda: curriculum_heatmap(curriculum_frame()),
+    "class_curriculum_heatmap": lambda: class_curriculum_heatmap(classes_frame()),
+    "loss_by_bin": lambda: loss_by_bin(metrics_frame(), window=3),
+    "policy_pareto": lambda: policy_pareto(comparison_frame()),
+    "umap_grid": lambda: umap_grid(umap_frame()),
+    "attribution_grid": lambda: attribution_grid(**attribution_arrays()),
+}
+
+
+# -- the plotted values are the CSV's values -------------------------------------------------------------------
+def _key(v):
+    """A value as read back from CSV: numbers as float, anything else as str."""
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return str(v)
+
+
+def assert_csv_reproduces(fig, data: pd.DataFrame, tmp_path) -> None:
+    data.to_csv(tmp_path / "d.csv", index=False)
+    csv = pd.read_csv(tmp_path / "d.csv")
+    assert sorted(csv.trace.unique()) == list(range(len(fig.data))), "every trace has rows, no stray rows"
+    for i, trace in enumerate(fig.data):
+        rows, meta = csv[csv.trace == i], trace.meta
+        assert (rows.series.fillna("").astype(str) == (trace.name or "")).all()
+        if trace.type == "heatmap":
+            xs, ys, z = [_key(v) for v in trace.x], [_key(v) for v in trace.y], np.asarray(trace.z, dtype=float)
+            assert np.isfinite(z).sum() == rows[meta["z"]].notna().sum()
+            for _, r in rows.iterrows():
+                cell = z[ys.index(_key(r[meta["y"]])), xs.index(_key(r[meta["x"]]))]
+                np.testing.assert_allclose(cell, r[meta["z"]], rtol=1e-12, equal_nan=True)
+        else:
+            for axis in ("x", "y"):
+                plotted, stored = list(getattr(trace, axis)), rows[meta[axis]].tolist()
+                assert [_key(v) for v in plotted] == pytest.approx([_key(v) for v in stored], rel=1e-12) \
+                    if all(isinstance(_key(v), float) for v in plotted) else \
+                    [_key(v) for v in plotted] == [_key(v) for v in stored]
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_csv_reproduces_every_trace(name, tmp_path):
+    fig, data = BUILDS[name]()
+    assert len(fig.data) > 0
+    assert_csv_reproduces(fig, data, tmp_path)
+
+
+@pytest.mark.parametrize("name", BUILDS)
+def test_template_applied(name):
+    fig, _ = BUILDS[name]()
+    layout = fig.layout.template.layout
+    assert layout.font.family == FONT and 11 <= layout.font.size <= 14  # 9-10 pt at 96 dpi
+    assert tuple(layout.colorway) == OKABE_ITO and layout.plot_bgcolor == "white"
+    assert fig.layout.width in WIDTHS.values()
+
+
+def test_palette_of_categories_and_heatmaps():
+    fig, _ = policy_pareto(comparison_frame())
+    marker_colors = {t.marker.color for t in fig.data if t.mode == "markers"}
+    assert marker_colors <= set(OKABE_ITO) and len(marker_colors) == 4  # one per policy
+    fig, _ = probe_heatmap(probe_frame())
+    assert fig.layout.template.data.heatmap[0].colorscale[0][1].lower() in ("#440154", "rgb(68,1,84)")  # viridis
+
+
+def test_probe_curves_mark_choices_and_pixels():
+    fig, data = probe_curves(probe_frame(), selection_frame())
+    names = [t.name for t in fig.data]
+    assert names[:4] == LAYERS  # natural layer order
+    pixels = fig.data[names.index("raw pixels")]
+    assert pixels.line.dash == "dash"
+    oracle = fig.data[names.index("oracle choice (t=0, block.10)")]
+    assert (oracle.x[0], oracle.y[0]) == (0, pytest.approx(0.93))  # block.10 at t=0: 0.9 + 0.03
+    assert oracle.marker.symbol == "star"
+    assert "mi choice (t=200, block.2)" not in names  # only the requested methods
+
+
+def test_hfr_scatter_title_has_spearman_rho():
+    fig, data = hfr_scatter(probe_frame(), hfr_frame())
+    from scipy.stats import spearmanr
+    rho = spearmanr(data.hfr_mean, data.accuracy).statistic
+    assert fig.layout.title.text == f"Spearman ρ = {rho:.2f} (n = {len(data)})"
+
+
+def test_curriculum_heatmap_rows_sum_to_one_and_effective_line():
+    fig, data = curriculum_heatmap(curriculum_frame())
+    heat, line = fig.data
+    np.testing.assert_allclose(np.asarray(heat.z).sum(axis=0), 1.0)  # each step (column) is a distribution
+    assert line.y[0] == pytest.approx(1000.0)  # uniform over 5 bins of 200 timesteps at step 0
+
+
+def test_loss_by_bin_is_a_nan_aware_rolling_mean():
+    metrics = metrics_frame()
+    fig, data = loss_by_bin(metrics, window=3)
+    expected = metrics.loss_t0000_0499.rolling(3, min_periods=1).mean().dropna()
+    np.testing.assert_allclose(fig.data[0].y, expected.to_numpy())
+    assert fig.data[0].name == "t 0–499"
+
+
+def test_pareto_front():
+    df = comparison_frame()
+    front = pareto_front(df[df.dataset == "digits"], "image_passes", "best_accuracy")
+    assert front.run.tolist() == ["a", "b"]  # c costs more than a for less, d costs more than b for less
+
+
+def test_builders_refuse_bad_inputs():
+    with pytest.raises(ValueError, match=r"probe: expected columns .* missing \['accuracy'\]"):
+        probe_heatmap(probe_frame().drop(columns="accuracy"))
+    with pytest.raises(ValueError, match="metrics: expected per-bin loss columns"):
+        loss_by_bin(metrics_frame()[["step", "loss"]])
+    with pytest.raises(ValueError, match=r"attributions: expected \(n_timesteps=2"):
+        attribution_grid(np.zeros((3, 1, 4, 4)), [0, 1])
+    with pytest.raises(ValueError, match="several rows per"):
+        probe_heatmap(pd.concat([probe_frame(), probe_frame().assign(pooling="flatten")]))
+
+
+# -- static export (needs Chromium: fails, never skips, without it) --------------------------------------------
+@pytest.fixture(scope="module")
+def browser():
+    try:
+        return find_browser()
+    except RuntimeError as e:
+        pytest.fail(f"{e} — CI must install the browser for static export tests")
+
+
+def test_export_formats_are_valid(browser, tmp_path):
+    fig, data = probe_curves(probe_frame(), selection_frame())
+    paths = export_figure(fig, data, tmp_path, "curves", formats=("pdf", "svg", "png"))
+    assert [p.name for p in paths] == ["curves.pdf", "curves.svg", "curves.png", "curves.csv"]
+    assert (tmp_path / "curves.pdf").read_bytes().startswith(b"%PDF")
+    assert ET.parse(tmp_path / "curves.svg").getroot().tag.endswith("svg")
+    png = (tmp_path / "curves.png").read_bytes()
+    assert png.startswith(b"\x89PNG\r\n\x1a\n")
+    with Image.open(tmp_path / "curves.png") as im:
+        assert im.size == (fig.layout.width * RASTER_SCALE, fig.layout.height * RASTER_SCALE)
+    assert_csv_reproduces(fig, pd.read_csv(tmp_path / "curves.csv"), tmp_path)
+
+
+def test_one_browser_exports_every_builder(browser, tmp_path):
+    timings = {}
+    with export_session():
+        for name, build in BUILDS.items():
+            start = time.perf_counter()
+            export_figure(*build(), tmp_path, name, formats=("svg",))
+            timings[name] = time.perf_counter() - start
+    assert all((tmp_path / f"{n}.svg").stat().st_size > 1000 for n in BUILDS)
+    print("svg export seconds:", {k: round(v, 2) for k, v in timings.items()})
+
+
+def test_bad_formats_refused(tmp_path):
+    fig, data = immse_curve(immse_frame())
+    with pytest.raises(ValueError, match="formats: expected some of"):
+        export_figure(fig, data, tmp_path, "x", formats=("eps",))
+
+
+# -- run dirs --------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory):
+    import torch
+
+    from aselect_core.train import TrainConfig, train
+    out = tmp_path_factory.mktemp("runs") / "r"
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # a tiny model: extra threads only contend on the shared CPUs (2x faster here)
+    try:
+        return train(TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6,
+                                 checkpoint_every=6, curriculum_every=2, out=str(out)), progress=False)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def test_missing_inputs_and_build_from_run(tiny_run):
+    assert missing_inputs("curriculum", tiny_run) == []
+    assert missing_inputs("probe_curves", tiny_run) == ["analysis/probe.parquet"]
+    with pytest.raises(FileNotFoundError, match="figure probe_heatmap needs analysis/probe.parquet"):
+        build_figure("probe_heatmap", tiny_run)
+    fig, data = build_figure("curriculum", tiny_run)
+    assert sorted(data.step.unique()) == [0, 2, 4, 6]
+
+
+def test_write_figures_on_a_tiny_run(browser, tiny_run, tmp_path, caplog):
+    # a second run with analysis files, so the probe figures and the Pareto plot are drawn too
+    analysed = tmp_path / "analysed"
+    analysed.mkdir()
+    for f in ("config.json", "metrics.parquet", "curriculum.parquet"):
+        (analysed / f).write_bytes((tiny_run / f).read_bytes())
+    (analysed / "analysis").mkdir()
+    probe_frame().to_parquet(analysed / "analysis" / "probe.parquet")
+    selection_frame().to_parquet(analysed / "analysis" / "selection.parquet")
+    with caplog.at_level(logging.INFO, logger="analysis.figures.report"):
+        paths = write_figures([tiny_run, analysed], tmp_path / "out", formats=("svg", "png"), progress=False)
+    out = tmp_path / "out"
+    for name in ("curriculum", "loss_by_bin"):
+        for ext in ("svg", "png", "csv"):
+            assert out / "r" / f"{name}.{ext}" in paths
+    assert (out / "analysed" / "probe_curves.svg").is_file() and (out / "policy_pareto.png").is_file()
+    assert "skipped r/probe_heatmap: missing analysis/probe.parquet" in caplog.text
+    assert "skipped analysed/hfr_vs_accuracy: missing analysis/hfr.parquet" in caplog.text
+    table = pd.read_csv(out / "comparison.csv")
+    assert table.run.tolist() == ["r", "analysed"] and table.policy.tolist() == ["uniform", "uniform"]
+    assert table.steps.tolist() == [6, 6] and table.image_passes.iloc[0] == 6 * 16 * 3  # fwd + bwd per image
+    assert table.best_accuracy.isna().iloc[0] and table.best_accuracy.iloc[1] == pytest.approx(0.93)
+    assert table.hfr_accuracy.iloc[1] == pytest.approx(0.81) and table.best_layer.iloc[1] == "block.10"
+    assert table.effective_timesteps.iloc[0] == pytest.approx(1000.0)  # uniform policy
+    tex = (out / "comparison.tex").read_text()
+    assert "\\toprule" in tex and "best\\_accuracy" in tex
+
+
+def test_write_figures_refuses_non_runs(tmp_path):
+    with pytest.raises(ValueError, match="runs: .* is not a run dir"):
+        write_figures([tmp_path], tmp_path / "out", progress=False)
+
+
+def test_registry_names_existing_builders():
+    assert {"probe_heatmap", "probe_curves", "hfr_vs_accuracy", "mi_label", "mi_x0_xt", "curriculum",
+            "loss_by_bin", "umap", "attribution"} <= set(FIGURES)
+    assert comparison_table([]).empty
