@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: env env-dev demo demo-quick test
+.PHONY: env env-dev browser demo demo-quick test
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,14 +16,19 @@ $(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(PIP) install -q -r requirements-dev.txt
 	touch $@
 
+# Debian's Chromium: kaleido exports static figures with it and the browser test drives it (never a download
+# of a browser build of its own).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { apt-get update -qq && apt-get install -y -qq chromium; }
+
 env: $(VENV)/.installed
 env-dev: $(VENV)/.installed-dev
 
-demo: env
+demo: env browser
 	$(VENV)/bin/aselect demo
 
-demo-quick: env
+demo-quick: env browser
 	$(VENV)/bin/aselect demo --quick
 
-test: env-dev
+test: env-dev browser
 	$(PY) -m pytest -q

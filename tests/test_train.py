@@ -199,3 +199,17 @@ def test_ddp_two_cpu_processes(tmp_path):
     for key in [k for k in tensors if k.startswith("policy.0.") and "generator" not in k]:
         assert torch.equal(tensors[key], tensors["policy.1." + key[len("policy.0."):]]), key
     assert not torch.equal(tensors["rng.0.torch"], tensors["rng.1.torch"])  # ranks draw different noise
+
+
+def test_learned_policy_logs_per_class_curriculum_and_resumes_exactly(tmp_path):
+    kw = dict(policy="learned", policy_kwargs={"bins": 10, "update_every": 2})
+    straight = train(tiny(tmp_path / "a", **kw), progress=False)
+    train(tiny(tmp_path / "b", steps=4, **kw), progress=False)
+    resumed = train(tiny(tmp_path / "b", resume=True, **kw), progress=False)
+    per_class = RunDir(straight).class_curriculum()
+    assert per_class is not None and set(per_class.label) <= set(range(10))
+    assert per_class.groupby(["step", "label"]).probability.sum().round(6).eq(1.0).all()
+    pd.testing.assert_frame_equal(per_class, RunDir(resumed).class_curriculum())
+    pd.testing.assert_frame_equal(comparable(RunDir(straight).metrics()), comparable(RunDir(resumed).metrics()))
+    a, b = weights(straight), weights(resumed)
+    assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng."))

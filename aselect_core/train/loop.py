@@ -48,6 +48,7 @@ class TrainState:
     wall_seconds: float = 0.0
     metrics: list[dict[str, Any]] = field(default_factory=list)
     curriculum: list[pd.DataFrame] = field(default_factory=list)
+    class_curriculum: list[pd.DataFrame] = field(default_factory=list)
 
 
 class StopFlag:
@@ -115,14 +116,27 @@ def per_bin_losses(t: Tensor, loss: Tensor, bins: list[tuple[str, int, int]]) ->
     return out
 
 
-def curriculum_snapshot(policy: TimestepPolicy, step: int, bins: int) -> pd.DataFrame:
-    """The policy's marginal p(t) summed into `bins` equal timestep bins, as long-format rows."""
-    p = policy.distribution()  # (T,)
-    T = p.numel()
-    edges = torch.linspace(0, T, bins + 1).round().long()
+def binned(p: Tensor, bins: int, **keys: int) -> pd.DataFrame:
+    """A marginal p(t) (T,) summed into `bins` equal timestep bins: columns *keys, bin, t_lo, t_hi, probability."""
+    edges = torch.linspace(0, p.numel(), bins + 1).round().long()
     mass = torch.stack([p[lo:hi].sum() for lo, hi in zip(edges[:-1], edges[1:])])  # (bins,)
-    return pd.DataFrame({"step": step, "bin": range(bins), "t_lo": edges[:-1].numpy(), "t_hi": edges[1:].numpy() - 1,
-                         "probability": mass.numpy(), "effective_timesteps": effective_timesteps(p)})
+    return pd.DataFrame({**keys, "bin": range(bins), "t_lo": edges[:-1].numpy(), "t_hi": edges[1:].numpy() - 1,
+                         "probability": mass.numpy()})
+
+
+def curriculum_snapshot(policy: TimestepPolicy, step: int, bins: int) -> pd.DataFrame:
+    """The policy's marginal p(t) in bins at `step`, with its effective number of timesteps."""
+    p = policy.distribution()  # (T,)
+    return binned(p, bins, step=step).assign(effective_timesteps=effective_timesteps(p))
+
+
+def class_snapshot(policy: TimestepPolicy, step: int, bins: int) -> pd.DataFrame | None:
+    """Per-label p(t | y) in bins, for policies that condition on the image (None for the others)."""
+    per_class = policy.class_distributions()
+    if not per_class:
+        return None
+    return pd.concat([binned(p, bins, step=step, label=int(y)) for y, p in sorted(per_class.items())],
+                     ignore_index=True)
 
 
 def pooled_feature_fn(model: DiT, schedule: NoiseSchedule, layer: int) -> Callable[[Tensor, Tensor], Tensor]:
@@ -197,10 +211,12 @@ class Trainer:
         step = sidecar["step"]
         metrics = self.run.metrics() if self.run.metrics_path.is_file() else pd.DataFrame()
         curriculum = self.run.curriculum() if self.run.curriculum_path.is_file() else pd.DataFrame()
+        classes = self.run.class_curriculum()
         self.state = TrainState(
             step=step, image_passes=sidecar["image_passes"], wall_seconds=sidecar["wall_seconds"],
             metrics=metrics[metrics.step <= step].to_dict("records") if len(metrics) else [],
-            curriculum=[curriculum[curriculum.step <= step]] if len(curriculum) else [])
+            curriculum=[curriculum[curriculum.step <= step]] if len(curriculum) else [],
+            class_curriculum=[classes[classes.step <= step]] if classes is not None else [])
         self.log.info("resumed from %s (step %d)", path.name, step)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
@@ -238,6 +254,16 @@ class Trainer:
             write_parquet(self.run.metrics_path, pd.DataFrame(self.state.metrics))
         if self.state.curriculum:
             write_parquet(self.run.curriculum_path, pd.concat(self.state.curriculum, ignore_index=True))
+        if self.state.class_curriculum:
+            write_parquet(self.run.class_curriculum_path, pd.concat(self.state.class_curriculum, ignore_index=True))
+
+    def _snapshot(self) -> None:
+        """Record the policy's p(t) (and p(t | y) where it has one) at the current step."""
+        bins = self.config.curriculum_bins
+        self.state.curriculum.append(curriculum_snapshot(self.policy, self.state.step, bins))
+        per_class = class_snapshot(self.policy, self.state.step, bins)
+        if per_class is not None:
+            self.state.class_curriculum.append(per_class)
 
     # -- one step -------------------------------------------------------------------------------------------
     def _autocast(self):
@@ -292,7 +318,7 @@ class Trainer:
         cfg = self.config
         self.model.train()
         if self.state.step == 0 and not self.state.curriculum:
-            self.state.curriculum.append(curriculum_snapshot(self.policy, 0, cfg.curriculum_bins))
+            self._snapshot()
         bar = tqdm(total=cfg.steps, initial=self.state.step, disable=not (self.progress and self.ctx.is_main),
                    desc=f"train {cfg.model} {cfg.policy}", unit="step", dynamic_ncols=True)
         stop = StopFlag()
@@ -317,7 +343,7 @@ class Trainer:
                 row["wall_seconds"] = self.state.wall_seconds
                 self.state.metrics.append(row)
                 if self.state.step % cfg.curriculum_every == 0:
-                    self.state.curriculum.append(curriculum_snapshot(self.policy, self.state.step, cfg.curriculum_bins))
+                    self._snapshot()
                 bar.update(1)
                 if self.state.step % cfg.log_every == 0:
                     ips = cfg.batch_size * self.ctx.world_size / max(dt, 1e-9)

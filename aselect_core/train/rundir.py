@@ -36,6 +36,7 @@ class RunDir:
     config_path = property(lambda self: self.path / "config.json")
     metrics_path = property(lambda self: self.path / "metrics.parquet")
     curriculum_path = property(lambda self: self.path / "curriculum.parquet")
+    class_curriculum_path = property(lambda self: self.path / "curriculum_classes.parquet")
     checkpoints = property(lambda self: self.path / "checkpoints")
     latest_path = property(lambda self: self.path / "latest.json")
     log_path = property(lambda self: self.path / "train.log")
@@ -85,3 +86,7 @@ class RunDir:
 
     def curriculum(self) -> pd.DataFrame:
         return self._read(self.curriculum_path)
+
+    def class_curriculum(self) -> pd.DataFrame | None:
+        """Per-label p(t | y) snapshots (step, label, bin, t_lo, t_hi, probability); None for policies without."""
+        return self._read(self.class_curriculum_path) if self.class_curriculum_path.is_file() else None
