@@ -1,0 +1,189 @@
+"""What every page shares: the runs root, the run list, readers cached by file modification time, layout helpers.
+
+Readers take a `stamp` (the modification times of the files they read) as part of their `st.cache_data` key, so
+a page renders from the stored analyses without recomputing, and a rewritten file is read again.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from app import jobs
+from app.serve import resolve_runs_root
+from aselect_core.train.rundir import RunDir
+
+ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution")
+PIPELINE_FILES = ("probe", "hfr", "mi", "immse", "selection")  # what analyze_run writes
+DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
+
+
+@dataclass(frozen=True)
+class Run:
+    """A folder under the runs root: its config and status, or why it cannot be read."""
+
+    path: Path
+    row: dict[str, Any]  # the Runs table row
+    error: str | None
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+
+def runs_root() -> Path:
+    return resolve_runs_root(None)
+
+
+def stamp(*paths: Path) -> tuple[float, ...]:
+    """Modification times of `paths` (0 for a missing one): the cache key of what is read from them."""
+    return tuple(p.stat().st_mtime if p.exists() else 0.0 for p in paths)
+
+
+def run_files(run: Path) -> list[Path]:
+    """The files a run's summary depends on."""
+    rd = RunDir(run)
+    return [rd.config_path, rd.metrics_path, rd.latest_path, rd.curriculum_path,
+            *(rd.analysis / f"{n}.{'npz' if n == 'attribution' else 'parquet'}" for n in ANALYSIS_FILES)]
+
+
+def analysis_path(run: Path, name: str) -> Path:
+    return RunDir(run).analysis / f"{name}.{'npz' if name == 'attribution' else 'parquet'}"
+
+
+@st.cache_data(show_spinner=False)
+def _run_row(run: str, key: tuple[float, ...]) -> tuple[dict[str, Any], str | None]:
+    from analysis.figures.report import run_summary
+
+    path, rd = Path(run), RunDir(Path(run))
+    row: dict[str, Any] = {"run": path.name}
+    try:
+        cfg = rd.config()
+        latest = rd.latest() or {}
+        summary = run_summary(path)
+    except Exception as e:  # any unreadable file makes the run "broken", with the reason shown
+        return {**row, "status": "broken"}, str(e).splitlines()[0] if str(e) else type(e).__name__
+    return {**row, "dataset": cfg.data, "model": cfg.model, "policy": cfg.policy,
+            "steps": f"{latest.get('step', 0)}/{cfg.steps}", "image_passes": summary["image_passes"],
+            "best_probe_accuracy": summary["best_accuracy"], "status": latest.get("status", "not started"),
+            "analyses": ", ".join(n for n in ANALYSIS_FILES if analysis_path(path, n).is_file()) or "none"}, None
+
+
+def list_runs(root: Path | None = None) -> list[Run]:
+    """Every folder under the runs root, sorted by name; broken ones carry their reason."""
+    root = root or runs_root()
+    folders = sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")) if root.is_dir() else []
+    runs = [Run(d, *_run_row(str(d), stamp(*run_files(d)))) for d in folders]
+    return [Run(r.path, {**r.row, "status": "starting"}, "training is starting (no config.json yet)")
+            if r.error and (job := jobs.status(r.path, "train")) and job.running else r for r in runs]
+
+
+@st.cache_data(show_spinner=False)
+def _read_parquet(path: str, key: tuple[float, ...]) -> pd.DataFrame:
+    return pd.read_parquet(path)
+
+
+def table(run: Path, name: str) -> pd.DataFrame | None:
+    """analysis/NAME.parquet of the run (or a run-dir table: metrics, curriculum), None when absent."""
+    rd = RunDir(run)
+    path = {"metrics": rd.metrics_path, "curriculum": rd.curriculum_path}.get(name, analysis_path(run, name))
+    return _read_parquet(str(path), stamp(path)) if path.is_file() else None
+
+
+def summary(run: Path) -> dict[str, Any] | None:
+    path = RunDir(run).analysis / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False)
+def _figure(name: str, run: str, key: tuple[float, ...], opts: tuple[tuple[str, Any], ...]):
+    from analysis.figures import build_figure
+
+    return build_figure(name, run, **dict(opts))
+
+
+def figure(name: str, run: Path, **opts: Any):
+    """(fig, data) of figure `name` of the `analysis.figures` registry, cached by the run's file times."""
+    return _figure(name, str(run), stamp(*run_files(run), RunDir(run).path / "curriculum_classes.parquet"),
+                   tuple(sorted(opts.items())))
+
+
+def to_image(x: np.ndarray) -> np.ndarray:
+    """(C, H, W) in [-1, 1] -> (H, W[, C]) in [0, 1] for st.image."""
+    x = np.clip((np.asarray(x) + 1) / 2, 0, 1).transpose(1, 2, 0)
+    return x[..., 0] if x.shape[-1] == 1 else x
+
+
+# -- layout ----------------------------------------------------------------------------------------------------
+def page(title: str, about: str) -> None:
+    st.set_page_config(page_title=f"{title} · A-SelecT", layout="wide")
+    st.title(title)
+    st.caption(about)
+
+
+def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None) -> Path | None:
+    """A sidebar choice among the readable runs (remembered across pages); None, with a message, when there are none."""
+    good = [r for r in (runs if runs is not None else list_runs()) if r.error is None]
+    if not good:
+        st.info(f"No readable run dirs under `{runs_root()}`. Start a training on the Runs page, or serve another "
+                "folder with `aselect app --runs DIR`.")
+        return None
+    names = [r.name for r in good]
+    remembered = st.session_state.get(f"_{key}")
+    index = names.index(remembered) if remembered in names else 0
+    name = st.sidebar.selectbox(label, names, index=index, key=f"pick_{key}")
+    st.session_state[f"_{key}"] = name
+    return good[names.index(name)].path
+
+
+def plot(built: tuple[Any, pd.DataFrame], key: str | None = None) -> None:
+    fig, _ = built
+    st.plotly_chart(fig, width="stretch", key=key)
+
+
+def job_panel(run: Path, kind: str) -> jobs.JobState | None:
+    """Progress bar, log tail and cancel button of the run's `kind` job; refreshes itself while it runs."""
+    state = jobs.status(run, kind)
+    if state is None:
+        return None
+
+    @st.fragment(run_every=2 if state.running else None)
+    def panel() -> None:
+        now = jobs.status(run, kind)
+        if now.running:
+            st.progress(now.progress or 0.0, text=f"{kind} running · {round(100 * (now.progress or 0))}%")
+            if st.button(f"Cancel {kind}", key=f"cancel_{kind}_{run.name}"):
+                jobs.cancel(run, kind)
+        elif now.returncode == 0:
+            st.success(f"{kind} finished.")
+        else:
+            st.error(f"{kind} ended with exit code {now.returncode} (see the log below).")
+        with st.expander(f"{kind} log", expanded=now.running or now.returncode not in (0, None)):
+            st.code(now.tail or "(empty)", language=None)
+        if state.running and not now.running:
+            st.rerun()
+
+    panel()
+    return state
+
+
+def require(run: Path, names: tuple[str, ...], what: str, kind: str, launch: Callable[[], list[str]]) -> bool:
+    """True when the run has analysis/NAME files for all `names`; else a message naming the missing ones, a button
+    that computes them in a background job, and the job's progress."""
+    missing = [n for n in names if not analysis_path(run, n).is_file()]
+    state = jobs.status(run, kind)
+    running = bool(state and state.running)
+    if missing:
+        st.info(f"**{what}** needs `{', '.join(f'analysis/{analysis_path(run, n).name}' for n in missing)}`, "
+                f"which `{run.name}` does not have yet.")
+        if not running and st.button(f"Compute {what.lower()}", key=f"compute_{kind}", type="primary"):
+            jobs.start(run, kind, launch())
+            running = True
+    if missing or running:
+        job_panel(run, kind)
+    return not missing
