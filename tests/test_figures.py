@@ -168,10 +168,11 @@ def test_probe_curves_mark_choices_and_pixels():
     assert names[:4] == LAYERS  # natural layer order
     pixels = fig.data[names.index("raw pixels")]
     assert pixels.line.dash == "dash"
-    oracle = fig.data[names.index("oracle choice (t=0, block.10)")]
+    oracle = fig.data[names.index("oracle choice")]
     assert (oracle.x[0], oracle.y[0]) == (0, pytest.approx(0.93))  # block.10 at t=0: 0.9 + 0.03
     assert oracle.marker.symbol == "star"
-    assert "mi choice (t=200, block.2)" not in names  # only the requested methods
+    assert "mi choice" not in names  # only the requested methods
+    assert data[data.series == "hfr choice"][["timestep", "layer"]].values.tolist() == [[100, "block.1"]]
 
 
 def test_hfr_scatter_title_has_spearman_rho():
@@ -216,10 +217,13 @@ def test_builders_refuse_bad_inputs():
 # -- static export (needs Chromium: fails, never skips, without it) --------------------------------------------
 @pytest.fixture(scope="module")
 def browser():
+    """One headless browser for every export test of this module (starting one costs seconds)."""
     try:
-        return find_browser()
+        path = find_browser()
     except RuntimeError as e:
         pytest.fail(f"{e} — CI must install the browser for static export tests")
+    with export_session():
+        yield path
 
 
 def test_export_formats_are_valid(browser, tmp_path):

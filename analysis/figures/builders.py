@@ -19,7 +19,8 @@ from plotly.subplots import make_subplots
 from scipy.stats import spearmanr
 
 from analysis.curriculum import bin_table, spread
-from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, colors, figure_size, ordered_colors)
+from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, TITLE_MARGIN, colors, figure_size,
+                                    layout_for, ordered_colors)
 
 Built = tuple[go.Figure, pd.DataFrame]
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows
@@ -80,7 +81,7 @@ class Plot:
 def new_figure(size: str, height: int | None = None, **subplots: Any) -> go.Figure:
     """An empty figure in the paper template, with subplots when `subplots` (make_subplots arguments) are given."""
     fig = make_subplots(**subplots) if subplots else go.Figure()
-    fig.update_layout(template=TEMPLATE, **figure_size(size, height))
+    fig.update_layout(template=TEMPLATE, **layout_for(size, height))
     fig.update_annotations(font_size=FONT_SIZE)  # subplot titles
     return fig
 
@@ -152,7 +153,7 @@ def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, met
         cell = cells[(cells.timestep == t) & (cells.layer == layer)]
         if len(cell):
             plot.line(cell[["timestep", "layer", metric]].assign(method=method), "timestep", metric,
-                      f"{method} choice (t={t}, {layer})", mode="markers",
+                      f"{method} choice", mode="markers",
                       marker=dict(symbol=CHOICE_SYMBOLS.get(method, "circle-open"), size=10, color="black",
                                   line=dict(width=0.75, color="white")))
     plot.fig.update_layout(xaxis_title="timestep t", yaxis_title=f"probe {metric.replace('_', ' ')}")
@@ -170,7 +171,7 @@ def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy"
     plot = Plot(new_figure(size, height))
     _per_layer(plot, cells, "hfr_mean", metric, mode="markers", marker_size=5)
     rho_text = f"{rho:.2f}" if math.isfinite(rho) else "n/a"
-    plot.fig.update_layout(title_text=f"Spearman ρ = {rho_text} (n = {len(cells)})",
+    plot.fig.update_layout(title_text=f"Spearman ρ = {rho_text} (n = {len(cells)})", margin_t=TITLE_MARGIN,
                            xaxis_title="high-frequency ratio (mean)", yaxis_title=f"probe {metric}")
     return plot.result()
 
@@ -195,7 +196,7 @@ def immse_curve(immse: pd.DataFrame, size: str = "one", height: int | None = Non
     plot.line(rows[[c for c in ("timestep", "snr", "mmse", "mi_nats") if c in rows]], "timestep", "mi_nats",
               "I(x₀; x_t)", mode="lines+markers", marker_size=3, line_width=1, line_color="black")
     plot.fig.update_layout(xaxis_title="timestep t", yaxis_title="I(x<sub>0</sub>; x<sub>t</sub>) [nats]",
-                           yaxis_type="log", showlegend=False)
+                           yaxis_type="log", yaxis_dtick=1, showlegend=False)  # ticks at decades
     return plot.result()
 
 
@@ -211,7 +212,7 @@ def curriculum_heatmap(curriculum: pd.DataFrame, size: str = "one", height: int 
     plot.line(spread(curriculum)[["step", "effective_timesteps"]], "step", "effective_timesteps",
               "effective timesteps", row=2, col=1, mode="lines", line=dict(color="black", width=1))
     plot.fig.update_layout(showlegend=False, xaxis2_title="training step", yaxis_title="timestep t",
-                           yaxis2_title="exp(H)")
+                           yaxis2_title="eff. timesteps")
     return plot.result()
 
 
@@ -226,7 +227,7 @@ def class_curriculum_heatmap(classes: pd.DataFrame, step: int | None = None, siz
     cells = at.assign(t_mid=(at.t_lo + at.t_hi) / 2)[["step", "label", "bin", "t_mid", "probability"]]
     plot = Plot(new_figure(size, height))
     plot.heatmap(cells, "t_mid", "label", "probability", f"p(t | y), step {step}", colorbar_title_text="p(bin | y)")
-    plot.fig.update_layout(title_text=f"p(t | y) at step {step}", xaxis_title="timestep t", yaxis_title="label y",
+    plot.fig.update_layout(title_text=f"p(t | y) at step {step}", margin_t=TITLE_MARGIN, xaxis_title="timestep t", yaxis_title="label y",
                            yaxis_type="category")
     return plot.result()
 
@@ -280,7 +281,8 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "best_accuracy", cos
             if len(group):
                 plot.line(group[keep], cost, accuracy, f"{policy} · {dataset}", mode="markers",
                           marker=dict(color=color[policy], symbol=symbol[dataset], size=7))
-    plot.fig.update_layout(xaxis_title="training cost [image-passes]", yaxis_title=accuracy.replace("_", " "))
+    plot.fig.update_layout(xaxis_title="training cost [image-passes]", yaxis_title=accuracy.replace("_", " "),
+                           legend_entrywidth=0.5)  # "policy · dataset" entries are long: two per row
     return plot.result()
 
 

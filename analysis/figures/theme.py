@@ -24,13 +24,18 @@ COLORBAR = dict(thickness=8, outlinewidth=0, tickfont=dict(size=FONT_SIZE - 2), 
 
 TEMPLATE = go.layout.Template(layout=dict(
     font=dict(family=FONT, size=FONT_SIZE, color="black"),
-    title=dict(font=dict(size=FONT_SIZE + 1), x=0.5, xanchor="center", y=0.98, yanchor="top"),
+    title=dict(font=dict(size=FONT_SIZE + 1), x=0.5, xanchor="center", y=1, yanchor="top", pad=dict(t=4)),
     paper_bgcolor="white", plot_bgcolor="white", colorway=list(OKABE_ITO),
     colorscale=dict(sequential=HEATMAP, sequentialminus=HEATMAP),
-    xaxis=AXIS, yaxis=AXIS, margin=dict(l=48, r=12, t=28, b=40),
-    legend=dict(font=dict(size=FONT_SIZE - 2), bgcolor="rgba(255,255,255,0)", tracegroupgap=2,
-                itemwidth=30),
+    xaxis=AXIS, yaxis=AXIS, margin=dict(l=48, r=8, t=8, b=40),
+    # legends sit in a row above the plot, so a one-column figure keeps its full width for data
+    legend=dict(orientation="h", x=0, xanchor="left", y=1.02, yanchor="bottom", font=dict(size=FONT_SIZE - 2),
+                bgcolor="rgba(255,255,255,0)", itemwidth=30, entrywidthmode="fraction"),
 ), data=dict(heatmap=[go.Heatmap(colorscale=HEATMAP, colorbar=COLORBAR)]))
+
+
+LEGEND_COLUMNS = {"one": 3, "two": 6}
+TITLE_MARGIN = 30  # px of top margin a figure with a title needs
 
 
 def figure_size(size: str, height: int | None = None) -> dict[str, int]:
@@ -38,6 +43,11 @@ def figure_size(size: str, height: int | None = None) -> dict[str, int]:
     if size not in WIDTHS:
         raise ValueError(f"size: expected one of {sorted(WIDTHS)}, got {size!r}")
     return {"width": WIDTHS[size], "height": height or round(WIDTHS["one"] * 0.75)}
+
+
+def layout_for(size: str, height: int | None = None) -> dict:
+    """The size-dependent layout: width, height and a legend of 3 (one column) or 6 (two) entries per row."""
+    return {**figure_size(size, height), "legend_entrywidth": 1 / LEGEND_COLUMNS[size]}
 
 
 def colors(n: int) -> list[str]:
