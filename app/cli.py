@@ -1,5 +1,8 @@
-"""`aselect`: the command-line shell over aselect_core and analysis. Each subcommand is a small function here;
-the work it does lives in (and is tested through) the library."""
+"""aselect: train DiTs under timestep policies, analyse which timesteps and layers carry semantics, compare.
+
+The command line is a thin shell: each subcommand is a small function here, and the work it does lives in
+(and is tested through) `aselect_core` and `analysis`.
+"""
 from __future__ import annotations
 
 import argparse
@@ -62,6 +65,63 @@ def _train(args: argparse.Namespace) -> int:
         cmd += ["--resume"] * config.resume + ["--no-progress"] * args.no_progress
         return subprocess.call(cmd)
     print(train(config, progress=not args.no_progress))
+    return 0
+
+
+def _int_list(text: str) -> list[int]:
+    """`0,50,100` or `0:1000:50` (a range) to a list of ints."""
+    if ":" in text:
+        return list(range(*(int(v) for v in text.split(":"))))
+    return [int(v) for v in text.split(",") if v]
+
+
+# -- analyze --------------------------------------------------------------------------------------------------
+def _analyze_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run dir")
+    p.add_argument("--data", help="dataset spec (default: the run's)")
+    p.add_argument("--timesteps", type=_int_list, help="candidate timesteps, e.g. 0,100,200 or 0:1000:50")
+    p.add_argument("--layers", type=_int_list, help="block indices, e.g. 0,3,5 (default: all)")
+    p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
+@command("analyze", "probe / HFR / MI / I-MMSE grids and timestep selections; writes RUN/analysis/", _analyze_args)
+def _analyze(args: argparse.Namespace) -> int:
+    from analysis.pipeline import analyze_run
+
+    paths = analyze_run(args.run, data=args.data, timesteps=args.timesteps, layers=args.layers,
+                        n_images=args.n_images, seed=args.seed, device=args.device)
+    for name, path in paths.items():
+        print(f"{name:10} {path}")
+    return 0
+
+
+# -- select ---------------------------------------------------------------------------------------------------
+def _select_args(p: argparse.ArgumentParser) -> None:
+    from analysis.selection import METHODS
+
+    p.add_argument("run", help="run dir or checkpoint")
+    p.add_argument("--method", nargs="+", default=["hfr"], choices=sorted(METHODS),
+                   help="selection method(s); the oracle's grid (when computed) scores the others")
+    p.add_argument("--data", help="dataset spec (default: the run's)")
+    p.add_argument("--timesteps", type=_int_list, help="candidate timesteps")
+    p.add_argument("--layer", help="restrict to one block (index or block.i)")
+    p.add_argument("--n-images", type=int, default=1000)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="cpu")
+
+
+@command("select", "pick the informative (timestep, layer) of a run; prints the selection table", _select_args)
+def _select(args: argparse.Namespace) -> int:
+    import pandas as pd
+
+    from analysis.selection import select_timestep
+
+    rows = [select_timestep(args.run, args.data, method=m, layer=args.layer, timesteps=args.timesteps,
+                            n_images=args.n_images, seed=args.seed, device=args.device, progress=True).row()
+            for m in args.method]
+    print(pd.DataFrame(rows).drop(columns=["details"]).to_string(index=False))
     return 0
 
 

@@ -1,0 +1,54 @@
+"""The `aselect` command line: every subcommand's --help, one-line errors with exit code 2, and a real
+train → analyze → select round on a tiny run."""
+from __future__ import annotations
+
+import pytest
+
+from aselect_core.train import RunDir
+from app.cli import COMMANDS, main
+
+
+@pytest.mark.parametrize("name", sorted(COMMANDS))
+def test_every_subcommand_has_help(name, capsys):
+    with pytest.raises(SystemExit) as exc:
+        main([name, "--help"])
+    assert exc.value.code == 0
+    assert "usage: aselect" in capsys.readouterr().out
+
+
+def test_datasets_lists_embedded_data(capsys):
+    assert main(["datasets", "--format", "csv"]) == 0
+    out = capsys.readouterr().out
+    for name in ("digits", "mnist5k", "lfw", "textures", "shapes"):
+        assert f"\n{name}," in out
+    assert "digits,1438,359,1,8,8,10" in out
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["train", "--data", "nope", "--out", "x"], "aselect train: error: dataset 'nope': unknown name"),
+    (["train", "--steps", "0", "--out", "x"], "aselect train: error: config field 'steps': expected a positive integer"),
+    (["train", "--policy", "nope", "--data", "digits", "--image-size", "8", "--out", "{tmp}/r"],
+     "aselect train: error: policy: expected one of"),
+    (["train", "--policy-arg", "k", "--out", "x"], "aselect train: error: --policy-arg: expected KEY=VALUE"),
+    (["analyze", "{tmp}/missing"], "aselect analyze: error:"),
+])
+def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path):
+    assert main([a.format(tmp=tmp_path) for a in argv]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(message) and err.count("\n") == 1, err
+
+
+def test_train_analyze_select_round(tmp_path, capsys):
+    out = tmp_path / "run"
+    assert main(["train", "--data", "digits", "--model", "DiT-T/4", "--image-size", "8", "--batch-size", "16",
+                 "--steps", "6", "--checkpoint-every", "6", "--policy", "uniform-subset", "--policy-arg", "k=4",
+                 "--out", str(out), "--no-progress"]) == 0
+    assert RunDir(out).config().policy_kwargs == {"k": 4}
+    assert main(["analyze", str(out), "--timesteps", "0,500,900", "--layers", "0,5", "--n-images", "120"]) == 0
+    assert {"probe", "hfr", "selection"} <= set(line.split()[0] for line in capsys.readouterr().out.splitlines())
+    assert (out / "analysis" / "probe.parquet").is_file()
+    assert main(["select", str(out), "--method", "hfr", "oracle", "--timesteps", "0,500,900", "--layer", "5",
+                 "--n-images", "120"]) == 0
+    table = capsys.readouterr().out
+    assert table.splitlines()[0].split()[:3] == ["method", "timestep", "layer"]
+    assert "hfr" in table and "oracle" in table
