@@ -141,9 +141,12 @@ def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None
     return good[names.index(name)].path
 
 
-def plot(built: tuple[Any, pd.DataFrame], key: str | None = None) -> None:
+def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_t: int | None = None, **layout: Any) -> None:
+    """A figure builder's (fig, data) at screen size (the builders set paper sizes), `mark_t` as a dotted line."""
     fig, _ = built
-    st.plotly_chart(fig, width="stretch", key=key)
+    if mark_t is not None:
+        fig.add_vline(x=mark_t, line_dash="dot")
+    st.plotly_chart(fig.update_layout(height=height, width=None, **layout), key=key)
 
 
 def job_panel(run: Path, kind: str) -> jobs.JobState | None:
@@ -187,3 +190,18 @@ def require(run: Path, names: tuple[str, ...], what: str, kind: str, launch: Cal
     if missing or running:
         job_panel(run, kind)
     return not missing
+
+
+@st.cache_data(show_spinner=False)
+def noised_examples(run: str, t: int, n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(x_0, x_t, class names) of n train images of the run's dataset: `q_sample` with each image's fixed noise
+    (the same noise the analysis used), as (n, H, W[, C]) arrays in [0, 1]."""
+    from analysis.features import probe_splits
+    from aselect_core.diffusion import NoiseSchedule
+
+    cfg = RunDir(Path(run)).config()
+    splits = probe_splits(cfg.data, n, seed, 1, cfg.image_size)
+    xt = splits.noisy("train", t, NoiseSchedule(cfg.schedule, cfg.num_timesteps))
+    names = [splits.train.classes[y] for y in splits.train.labels.tolist()]
+    return (np.stack([to_image(x) for x in splits.train.images.numpy()]),
+            np.stack([to_image(x) for x in xt.numpy()]), names)
