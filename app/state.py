@@ -141,11 +141,11 @@ def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None
     return good[names.index(name)].path
 
 
-def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_t: int | None = None, **layout: Any) -> None:
-    """A figure builder's (fig, data) at screen size (the builders set paper sizes), `mark_t` as a dotted line."""
+def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_x: int | None = None, **layout: Any) -> None:
+    """A figure builder's (fig, data) at screen size (the builders set paper sizes), `mark_x` as a dotted vertical line."""
     fig, _ = built
-    if mark_t is not None:
-        fig.add_vline(x=mark_t, line_dash="dot")
+    if mark_x is not None:
+        fig.add_vline(x=mark_x, line_dash="dot")
     st.plotly_chart(fig.update_layout(height=height, width=None, **layout), key=key)
 
 

@@ -32,12 +32,12 @@ t = st.select_slider("timestep t", timesteps, value=timesteps[0])
 pooling = "mean" if "pooling" in df else None
 left, right = st.columns(2)
 with left:
-    state.show(probe_heatmap(df, metric=column, pooling=pooling), "heatmap", mark_t=t)
+    state.show(probe_heatmap(df, metric=column, pooling=pooling), "heatmap", mark_x=t)
 with right:
     shown = st.multiselect("layers", layers, default=layers[-1:] + layers[:1] if len(layers) > 1 else layers)
     rows = df[df.layer.isin([*shown, "pixels"])]
     curves = mi_curves(rows) if column == "mi_nats" else probe_curves(rows, selection, metric=column, pooling=pooling)
-    state.show(curves, "curves", mark_t=t, yaxis_title=metric)
+    state.show(curves, "curves", mark_x=t, yaxis_title=metric)
 
 st.subheader(f"Noised examples x_t at t = {t}")
 x0, xt, names = state.noised_examples(str(run), t)
@@ -45,4 +45,4 @@ st.image(list(x0), caption=names, width=64, clamp=True)
 st.image(list(xt), caption=[f"t = {t}"] * len(xt), width=64, clamp=True)
 
 st.subheader("How much of the image survives: I(x₀; x_t)")
-state.show(immse_curve(immse), "immse", height=300, mark_t=t)
+state.show(immse_curve(immse), "immse", height=300, mark_x=t)
