@@ -227,8 +227,8 @@ def select_timestep(run: str | Path, dataset: ImageDataset | str | None = None, 
 
     `layer`: a block index or "block.i" (or a list of them) to restrict the candidates; None = every block.
     The oracle grid is saved in the run dir; `method="oracle"` reuses it when it was computed with the same
-    candidate timesteps and layers, images and seed (`use_oracle_cache=False` recomputes). Extra keywords go to the method
-    (hfr_mode, hfr_images, cutoff, mi_method, mi_images, coarse, n_test, knn).
+    candidate timesteps and layers, images and seed (`use_oracle_cache=False` recomputes). Extra keywords go
+    to the method (hfr_mode, hfr_images, cutoff, mi_method, mi_images, coarse, n_test, knn).
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
@@ -245,12 +245,12 @@ def select_timestep(run: str | Path, dataset: ImageDataset | str | None = None, 
     stored = load_oracle(source.run)
     setting = {"timesteps": ts, "layers": layers, "n_images": n_images, "seed": seed}
     same_oracle = stored is not None and all(stored[1].get(k) == v for k, v in setting.items())
-    start = time.perf_counter()
     if method == "oracle" and same_oracle and use_oracle_cache:
         grid, info = stored
         sel = Selection("oracle", info["timestep"], info["layer"], info["accuracy"], info["cost_image_passes"],
                         info["wall_seconds"], details=setting, grid=grid)
         return score_against_oracle(sel, grid, info)
+    start = time.perf_counter()
     sel = METHODS[method](ctx)
     sel.wall_seconds = time.perf_counter() - start
     if method == "oracle" and source.run is not None:
