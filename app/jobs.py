@@ -1,6 +1,6 @@
 """Background jobs (training, analysis) that outlive a page rerun and never take the app down with them.
 
-A job runs under a small supervisor (`python -m app.jobs supervise RUN KIND -- CMD...`) in its own session. In the
+A job (`aselect train ...`, `aselect analyze ...`) runs under a small supervisor (`python -m app.jobs supervise RUN KIND -- CMD...`) in its own session. In the
 run dir it keeps `job_KIND.json` (pid, command, start time; the supervisor adds the exit code at the end) and
 `job_KIND.log` (the command's stdout and stderr: tqdm bars, tracebacks). Cancel sends SIGTERM, which the
 supervisor forwards: the trainer saves a checkpoint and exits. Progress is the last tqdm percentage in the log.
@@ -49,8 +49,8 @@ def train_command(out: Path, data: str, model: str, policy: str, steps: int, bat
 
 
 def analyze_command(run: Path, timesteps: list[int], n_images: int) -> list[str]:
-    """`analysis.pipeline.analyze_run` on `run` over `timesteps` with `n_images` probe images."""
-    return [sys.executable, "-m", "app.jobs", "analyze", str(run), "--timesteps", ",".join(map(str, timesteps)),
+    """`aselect analyze` (analysis.pipeline.analyze_run) on `run` over `timesteps` with `n_images` probe images."""
+    return [sys.executable, "-m", "app.cli", "analyze", str(run), "--timesteps", ",".join(map(str, timesteps)),
             "--n-images", str(n_images)]
 
 
@@ -129,29 +129,14 @@ def supervise(run: Path, kind: str, cmd: list[str]) -> int:
     return rc
 
 
-def analyze(run: Path, timesteps: list[int], n_images: int) -> int:
-    from analysis.pipeline import analyze_run
-
-    for name, path in analyze_run(run, timesteps=timesteps, n_images=n_images).items():
-        print(f"{name}: {path}")
-    return 0
-
-
 def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m app.jobs", description=__doc__.splitlines()[0])
-    sub = p.add_subparsers(dest="what", required=True)
-    sv = sub.add_parser("supervise")
-    sv.add_argument("run", type=Path)
-    sv.add_argument("kind")
-    sv.add_argument("cmd", nargs=argparse.REMAINDER)
-    an = sub.add_parser("analyze")
-    an.add_argument("run", type=Path)
-    an.add_argument("--timesteps", type=lambda s: [int(t) for t in s.split(",")], required=True)
-    an.add_argument("--n-images", type=int, default=1000)
+    p = argparse.ArgumentParser(prog="python -m app.jobs supervise", description=supervise.__doc__)
+    p.add_argument("what", choices=["supervise"])
+    p.add_argument("run", type=Path)
+    p.add_argument("kind")
+    p.add_argument("cmd", nargs=argparse.REMAINDER)
     args = p.parse_args(argv)
-    if args.what == "supervise":
-        return supervise(args.run, args.kind, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
-    return analyze(args.run, args.timesteps, args.n_images)
+    return supervise(args.run, args.kind, args.cmd[1:] if args.cmd[:1] == ["--"] else args.cmd)
 
 
 if __name__ == "__main__":

@@ -205,3 +205,26 @@ def noised_examples(run: str, t: int, n: int = 8, seed: int = 0) -> tuple[np.nda
     names = [splits.train.classes[y] for y in splits.train.labels.tolist()]
     return (np.stack([to_image(x) for x in splits.train.images.numpy()]),
             np.stack([to_image(x) for x in xt.numpy()]), names)
+
+
+@st.cache_data(show_spinner=False)
+def depth(run: str, key: tuple[float, ...]) -> int:
+    from app.compute import depth as model_depth
+
+    return model_depth(Path(run))
+
+
+@st.cache_data(show_spinner=False)
+def probe_images(run: str, n_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
+    """(train images, test images, class names) as displayable arrays; rows match the feature bank's."""
+    from app.compute import probe_images as splits_of
+
+    s = splits_of(Path(run), n_images)
+    return (np.stack([to_image(x) for x in s.train.images.numpy()]),
+            np.stack([to_image(x) for x in s.test.images.numpy()]), list(s.train.classes))
+
+
+def progress_bar(text: str) -> Callable[[float, str], None]:
+    """A st.progress bar as a (fraction, message) callback."""
+    bar = st.progress(0.0, text=text)
+    return lambda fraction, message: bar.progress(fraction, text=f"{text}: {message}")
