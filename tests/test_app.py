@@ -1,0 +1,155 @@
+"""The Streamlit app on tiny real runs: every page renders without an exception, shows its key elements, and
+its widgets change what it shows; background jobs report progress, failure and cancellation."""
+from __future__ import annotations
+
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+from analysis.pipeline import analyze_run
+from app import jobs
+from app.serve import RUNS_ENV, resolve_runs_root
+from aselect_core.train import TrainConfig, train
+
+APP = Path(__file__).resolve().parents[1] / "app"
+PAGES = {"runs": APP / "Home.py", **{p.stem.split("_", 1)[1].lower(): p for p in sorted((APP / "pages").glob("*.py"))}}
+
+
+def tiny_run(out: Path, policy: str = "uniform") -> Path:
+    return train(TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6, checkpoint_every=6,
+                             curriculum_every=2, policy=policy, out=str(out)), progress=False)
+
+
+@pytest.fixture(scope="module")
+def root(tmp_path_factory) -> Path:
+    """A runs root with an analysed run `a`, a trained-only run `b` and a broken folder."""
+    root = tmp_path_factory.mktemp("runs")
+    analyze_run(tiny_run(root / "a"), timesteps=[0, 500], layers=[0, 1], n_images=40, immse_images=8,
+                methods=("oracle", "hfr", "mi"), progress=False)
+    tiny_run(root / "b")
+    (root / "broken").mkdir()
+    (root / "broken" / "config.json").write_text("{not json")
+    return root
+
+
+@pytest.fixture
+def app(root, monkeypatch):
+    monkeypatch.setenv(RUNS_ENV, str(root))
+    st.cache_data.clear()
+
+    def run(page: str, **state) -> AppTest:
+        at = AppTest.from_file(str(PAGES[page]), default_timeout=120)
+        for k, v in state.items():
+            at.session_state[k] = v
+        at.run()
+        assert not at.exception, at.exception
+        return at
+    return run
+
+
+def charts(at: AppTest) -> list[dict]:
+    return [json.loads(c.proto.spec) for c in at.get("plotly_chart")]
+
+
+def test_every_page_is_tested():
+    assert set(PAGES) == {"runs", "timestep_explorer", "curricula", "embeddings", "attributions", "compare", "figures"}
+
+
+def test_runs_lists_runs_and_broken_ones(app):
+    at = app("runs")
+    table = at.dataframe[0].value
+    assert list(table.run) == ["a", "b", "broken"]
+    a = table.set_index("run").loc["a"]
+    assert (a.dataset, a.model, a.policy, a.status, a.steps) == ("digits", "DiT-T/4", "uniform", "finished", "6/6")
+    assert a.image_passes > 0 and 0 <= a.best_probe_accuracy <= 1 and "probe" in a.analyses
+    assert table.set_index("run").loc["b"].analyses == "none"
+    assert any("broken" in w.value and "not valid JSON" in w.value for w in at.warning)
+
+
+def test_explorer_shows_analysis_and_widgets_change_it(app):
+    at = app("timestep_explorer", _run="a")
+    assert len(charts(at)) == 3 and {m.label for m in at.metric} >= {"oracle choice", "hfr choice"}
+    before_images = at.get("image")[1].proto.imgs[0].url
+    at.select_slider[0].set_value(500).run()
+    assert at.get("image")[1].proto.imgs[0].url != before_images  # x_t at the new t
+    heat = charts(at)[0]
+    at.radio[0].set_value("high-frequency ratio").run()
+    assert not at.exception and charts(at)[0]["data"] != heat["data"]
+
+
+def test_missing_analysis_offers_to_compute_it(app, monkeypatch):
+    started = []
+    monkeypatch.setattr(jobs, "start", lambda run, kind, cmd: started.append((run.name, kind, cmd)))
+    at = app("timestep_explorer", _run="b")
+    assert any("analysis/probe.parquet" in i.value for i in at.info) and not charts(at)
+    at.button(key="compute_analyze").click().run()
+    assert started and started[0][:2] == ("b", "analyze") and "analyze" in started[0][2]
+
+
+def test_curricula_side_by_side(app):
+    at = app("curricula", _run="a")
+    one = len(charts(at))
+    at.sidebar.selectbox(key="compare_with").set_value("b").run()
+    assert not at.exception and len(charts(at)) == 2 * one
+    assert any(m.label.startswith("KL(") for m in at.metric)
+
+
+def test_embeddings_compute_then_pick_timestep(app):
+    at = app("embeddings", _run="a")
+    at.multiselect[0].set_value([0, 500])
+    at.button[0].click().run()
+    assert not at.exception and len(charts(at)) == 1
+    first = charts(at)[0]["data"]
+    at.select_slider[0].set_value(500).run()
+    assert charts(at)[0]["data"] != first
+
+
+def test_attributions(app):
+    at = app("attributions", _run="a")
+    at.multiselect[0].set_value([0, 500])
+    at.button[0].click().run()
+    assert not at.exception and len(charts(at)) == 1
+
+
+def test_compare_table_and_pareto(app):
+    at = app("compare")
+    assert len(at.dataframe[0].value) == 2 and len(charts(at)) == 1
+
+
+def test_figures_preview_follows_the_choice(app):
+    at = app("figures", _run="a")
+    n = len(charts(at))
+    at.multiselect[0].set_value(["probe_heatmap", "probe_curves", "mi_x0_xt"]).run()
+    assert not at.exception and n == 2 and len(charts(at)) == 3
+
+
+def test_resolve_runs_root(tmp_path, monkeypatch):
+    monkeypatch.setenv(RUNS_ENV, str(tmp_path))
+    assert resolve_runs_root(None) == tmp_path.resolve()
+    assert resolve_runs_root(tmp_path / "x") == (tmp_path / "x").resolve()
+
+
+def wait_until(predicate, timeout: float = 30.0) -> None:
+    end = time.time() + timeout
+    while not predicate():
+        assert time.time() < end, "timed out"
+        time.sleep(0.1)
+
+
+def test_job_progress_failure_and_cancel(tmp_path):
+    run = tmp_path / "r"
+    code = "import sys, time; print(' 40%|####  | 4/10', flush=True); time.sleep({}); sys.exit({})"
+    jobs.start(run, "train", [sys.executable, "-c", code.format(60, 0)])
+    wait_until(lambda: jobs.status(run, "train").progress == 0.4)
+    assert jobs.status(run, "train").running and jobs.cancel(run, "train")
+    wait_until(lambda: not jobs.status(run, "train").running)
+    assert jobs.status(run, "train").returncode == -15
+    jobs.start(run, "analyze", [sys.executable, "-c", code.format(0, 3)])
+    wait_until(lambda: not jobs.status(run, "analyze").running)
+    state = jobs.status(run, "analyze")
+    assert state.returncode == 3 and "4/10" in state.tail and not jobs.cancel(run, "analyze")
