@@ -8,8 +8,8 @@ passes), so it gets fewer steps — the comparison charges the selector for what
 
 Prints, per dataset: policy, effective timesteps (exp entropy of the final p(t)), steps, image-passes,
 training cost relative to `uniform` (the "full" reference: all T timesteps), oracle and HFR probe accuracy;
-writes the CSV to bench/results/. Runs live under runs/bench/ (git-ignored) and are resumed, so a rerun
-only redoes what is missing. Usage:
+writes the CSV to bench/results/. Runs live under runs/bench/ (git-ignored), named by policy, batch size
+and budget, and are resumed, so a rerun only redoes what is missing. Usage:
 
     python bench/selector_vs_uniform.py [--quick] [--datasets mnist5k shapes] [--budget 384000]
 """
@@ -45,7 +45,8 @@ def train_at_budget(data: str, policy: str, args: argparse.Namespace) -> Path:
     config = TrainConfig(data=data, model=args.model, policy=policy, policy_kwargs=kwargs, steps=steps,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, image_size=args.image_size,
                          checkpoint_every=steps, keep_last=1, curriculum_every=max(1, steps // 20),
-                         out=str(args.runs / data / policy), resume=True, device=args.device)
+                         out=str(args.runs / data / f"{policy}-b{args.batch_size}-p{args.budget}"), resume=True,
+                         device=args.device)
     return train(config, progress=not args.quiet)
 
 

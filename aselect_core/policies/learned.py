@@ -1,4 +1,4 @@
-"""`learned`: the A-SelecT selector g_φ(x₀) -> p_φ(t | x₀), trained to put the DiT's steps on informative timesteps.
+"""`learned`: the A-SelecT selector g_φ(x₀) -> p_φ(t | x₀), trained to spend the DiT's steps on informative t.
 
 Sampling: p(bin | x₀) = (1 - uniform_prob) softmax(g_φ(x₀)) + uniform_prob |bin| / T over K equal bins of
 [0, T), then t uniform within the bin. The uniform share keeps every timestep reachable (REINFORCE cannot
@@ -100,7 +100,13 @@ def _is_int(value: object) -> bool:
 
 @register_policy("learned")
 class LearnedPolicy(TimestepPolicy):
-    """A-SelecT: t ~ p_φ(t | x₀) from a small CNN on x₀, trained by REINFORCE on an InfoNCE informativeness reward."""
+    """A-SelecT: t ~ p_φ(t | x₀) from a small CNN on x₀, trained by REINFORCE on an InfoNCE informativeness reward.
+
+    Parameters (defaults at T = 1000): bins K = 50; mode; update_every = 4 DiT steps per selector step; lr of
+    its Adam; target_effective (T/10); trivial_weight, budget_weight; margin (T/20 timesteps at each end);
+    hidden CNN width; temperature of the InfoNCE similarities; uniform_prob mixed into p; baseline_decay of
+    the REINFORCE baseline; marginal_decay of `distribution()`'s EMA; selector_seed, shared by all ranks.
+    """
 
     def __init__(self, num_timesteps: int = 1000, seed: int = 0, schedule: NoiseSchedule | None = None,
                  bins: int = 50, mode: str = "concentrated", update_every: int = 4, lr: float = 1e-3,
