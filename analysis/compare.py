@@ -1,0 +1,149 @@
+"""Policies × datasets: one row per run dir, at its counted training cost, with what its analysis found.
+
+`compare_runs(runs)` reads each run dir (never trains or analyses anything) through `RunDir`:
+- config.json          dataset, policy, model (a run without a readable config is listed, with why, and no more)
+- metrics.parquet      steps trained and counted image-passes (latest.json when metrics.parquet is absent)
+- curriculum.parquet   effective number of timesteps of the last p(t) snapshot (exp of its entropy)
+- analysis/probe.parquet      oracle = the best DiT (timestep, layer) cell and its probe accuracy; the best
+                              raw-pixel baseline accuracy (rows with layer "pixels")
+- analysis/selection.parquet  each selection method's choice (default: hfr), the probe accuracy there, regret
+                              (points), its cost in image-passes and the oracle's cost
+Absent files leave their columns NaN and are named in `missing` (e.g. a run not analysed yet); files that are
+present but unreadable or malformed are named, with the reason, in `status` ("ok" otherwise), so one broken run
+never hides the others. `pareto_front` flags, per dataset, the runs no other run beats on cost and accuracy.
+"""
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import numpy as np
+import pandas as pd
+
+from aselect_core.train.rundir import RunDir, RunDirError
+
+PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows (analysis.pipeline)
+METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy_at_choice", "regret": "regret",
+                 "cost_image_passes": "cost_image_passes"}  # comparison column suffix -> selection.parquet column
+RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
+               "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_cost_image_passes", "pixel_accuracy"]
+
+
+class RunTableError(ValueError):
+    """A run file that is readable but lacks what the comparison needs; the message names the file."""
+
+
+def _need(df: pd.DataFrame, columns: Sequence[str], name: str) -> pd.DataFrame:
+    lacking = [c for c in columns if c not in df.columns]
+    if lacking or df.empty:
+        raise RunTableError(f"{name}: expected rows with columns {list(columns)}, "
+                            + (f"lacks {lacking}" if lacking else "has no rows"))
+    return df
+
+
+# -- readers, one per run file: each returns the comparison fields that file provides ----------------------------
+def _training(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    if rd.metrics_path.is_file():
+        last = _need(rd.metrics(), ["step", "image_passes"], "metrics.parquet").sort_values("step").iloc[-1]
+        return {"steps": int(last.step), "image_passes": float(last.image_passes)}
+    latest = rd.latest()
+    if not {"step", "image_passes"} <= set(latest):
+        raise RunTableError(f"latest.json: expected keys step and image_passes, got {sorted(latest)}")
+    return {"steps": int(latest["step"]), "image_passes": float(latest["image_passes"])}
+
+
+def _curriculum(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    c = _need(rd.curriculum(), ["step", "effective_timesteps"], "curriculum.parquet")
+    return {"effective_timesteps": float(c[c.step == c.step.max()].effective_timesteps.iloc[0])}
+
+
+def _probe(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    grid = _need(rd._read(rd.analysis / "probe.parquet"), ["timestep", "layer", "accuracy"], "analysis/probe.parquet")
+    dit, pixels = grid[grid.layer != PIXELS], grid[grid.layer == PIXELS]
+    best = _need(dit, ["accuracy"], "analysis/probe.parquet (DiT rows)").loc[dit.accuracy.idxmax()]
+    return {"oracle_timestep": int(best.timestep), "oracle_layer": best.layer, "oracle_accuracy": float(best.accuracy),
+            "pixel_accuracy": float(pixels.accuracy.max()) if len(pixels) else math.nan}
+
+
+def _selection(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    sel = _need(rd._read(rd.analysis / "selection.parquet"), ["method", *METHOD_FIELDS.values()],
+                "analysis/selection.parquet").set_index("method")
+    out = {"oracle_cost_image_passes": float(sel.cost_image_passes["oracle"]) if "oracle" in sel.index else math.nan}
+    for m in methods:
+        if m in sel.index:
+            out.update({f"{m}_{suffix}": sel.at[m, col] for suffix, col in METHOD_FIELDS.items()})
+    return out
+
+
+# file (relative to the run dir) or files (any one present suffices) -> reader
+READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]] = {
+    ("metrics.parquet", "latest.json"): _training,
+    ("curriculum.parquet",): _curriculum,
+    ("analysis/probe.parquet",): _probe,
+    ("analysis/selection.parquet",): _selection,
+}
+READ_ERRORS = (RunDirError, RunTableError, KeyError, ValueError, TypeError)  # pyarrow/pandas raise several types
+
+
+def method_columns(methods: Sequence[str]) -> list[str]:
+    return [f"{m}_{suffix}" for m in methods for suffix in METHOD_FIELDS]
+
+
+def run_row(run: str | Path, methods: Sequence[str] = ("hfr",)) -> dict[str, Any]:
+    """One comparison row for `run`: every readable field, NaN for the rest, plus `missing` and `status`."""
+    rd = RunDir(Path(run))
+    row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS + method_columns(methods), math.nan)
+    row.update(run=rd.path.name, path=str(rd.path), missing="", status="ok")
+    if not rd.config_path.is_file():
+        row["status"] = f"not a run dir: {rd.config_path.name} not found"
+        return row
+    try:
+        cfg = rd.config()
+    except READ_ERRORS as e:
+        row["status"] = str(e)
+        return row
+    row.update(dataset=cfg.data, policy=cfg.policy, model=cfg.model)
+    missing, problems = [], []
+    for files, reader in READERS.items():
+        if not any((rd.path / f).is_file() for f in files):
+            missing.append(" or ".join(files))
+            continue
+        try:
+            row.update(reader(rd, methods))
+        except READ_ERRORS as e:
+            problems.append(str(e).replace(str(rd.path) + "/", ""))
+    row.update(missing=", ".join(missing), status="; ".join(problems) or "ok")
+    return row
+
+
+def compare_runs(runs: Sequence[str | Path], methods: Sequence[str] = ("hfr",)) -> pd.DataFrame:
+    """The comparison table (module doc): one row per run, sorted by dataset, policy, image_passes, run.
+
+    Columns: run, path, dataset, policy, model, steps, image_passes, effective_timesteps, oracle_timestep,
+    oracle_layer, oracle_accuracy, oracle_cost_image_passes, pixel_accuracy, then for each selection method m
+    m_timestep, m_layer, m_accuracy, m_regret, m_cost_image_passes, then missing and status. Accuracies are in
+    [0, 1], regret in accuracy points (0-100), costs in DiT image-passes.
+    """
+    columns = RUN_COLUMNS + method_columns(methods) + ["missing", "status"]
+    df = pd.DataFrame([run_row(r, methods) for r in runs], columns=columns)
+    return df.sort_values(["dataset", "policy", "image_passes", "run"], na_position="last", ignore_index=True)
+
+
+def pareto_front(df: pd.DataFrame, x: str = "image_passes", y: str = "oracle_accuracy",
+                 by: str | None = "dataset") -> pd.Series:
+    """(n,) bool: True for rows no other row (of the same `by` group) dominates, i.e. none has x' <= x and
+    y' >= y with one of them strict. Lower x (cost) and higher y (accuracy) are better; rows with NaN in x or
+    y are never on the front, equal points are both on it."""
+    for col in (x, y) + ((by,) if by else ()):
+        if col not in df.columns:
+            raise ValueError(f"df: expected a column {col!r}, got {list(df.columns)}")
+    flags = pd.Series(False, index=df.index, name="pareto")
+    groups = df.groupby(by, dropna=False) if by else [(None, df)]
+    for _, g in groups:
+        g = g[g[x].notna() & g[y].notna()]
+        gx, gy = g[x].to_numpy(np.float64), g[y].to_numpy(np.float64)  # (m,), (m,)
+        no_worse = (gx[None, :] <= gx[:, None]) & (gy[None, :] >= gy[:, None])  # (m, m): j no worse than i
+        better = (gx[None, :] < gx[:, None]) | (gy[None, :] > gy[:, None])  # (m, m): j strictly better somewhere
+        flags[g.index] = ~(no_worse & better).any(axis=1)
+    return flags

@@ -1,0 +1,117 @@
+"""compare_runs on tiny real runs with hand-written analysis tables, broken run dirs, and pareto_front."""
+import json
+import math
+import shutil
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analysis.compare import compare_runs, pareto_front
+from aselect_core.train import TrainConfig, train
+from aselect_core.train.rundir import write_parquet
+
+TINY = dict(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6, checkpoint_every=6)
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    uniform = train(TrainConfig(policy="uniform", out=str(root / "uniform"), **TINY), progress=False)
+    fixed = train(TrainConfig(policy="fixed", policy_kwargs={"timesteps": [10, 20]}, out=str(root / "fixed"),
+                              curriculum_every=3, **TINY), progress=False)
+    return root, uniform, fixed
+
+
+def write_analysis(run, best=(100, "block.2", 0.8), hfr=(300, "block.1", 0.6)):
+    """probe.parquet (DiT grid + pixel rows) and selection.parquet (oracle + hfr) as analysis.pipeline writes them."""
+    probe = pd.DataFrame({"timestep": [0, 100, 300, 0, 100, 300],
+                          "layer": ["block.2", best[1], hfr[1], "pixels", "pixels", "pixels"],
+                          "accuracy": [0.5, best[2], hfr[2], 0.7, 0.55, 0.3]})
+    probe.loc[1, "timestep"] = best[0]
+    write_parquet(run / "analysis" / "probe.parquet", probe)
+    selection = pd.DataFrame({"method": ["oracle", "hfr"], "timestep": [best[0], hfr[0]], "layer": [best[1], hfr[1]],
+                              "accuracy_at_choice": [best[2], hfr[2]], "regret": [0.0, 100 * (best[2] - hfr[2])],
+                              "cost_image_passes": [6000, 64], "cost_ratio": [1.0, 6000 / 64]})
+    write_parquet(run / "analysis" / "selection.parquet", selection)
+
+
+def test_rows_from_real_runs_and_analysis_tables(runs, tmp_path):
+    _, uniform, fixed = runs
+    run = tmp_path / "analysed"
+    shutil.copytree(uniform, run)
+    write_analysis(run)
+    df = compare_runs([run, fixed])
+    assert df.run.tolist() == ["fixed", "analysed"]  # sorted by dataset, then policy
+    a = df.set_index("run").loc["analysed"]
+    metrics = pd.read_parquet(uniform / "metrics.parquet")
+    assert (a.dataset, a.policy, a.model, a.steps) == ("digits", "uniform", "DiT-T/4", 6)
+    assert a.image_passes == metrics.image_passes.iloc[-1] == 6 * 3 * 16  # forward + backward per image-step
+    assert a.effective_timesteps == pytest.approx(1000, rel=1e-9)  # uniform over all T
+    assert (a.oracle_timestep, a.oracle_layer, a.oracle_accuracy) == (100, "block.2", 0.8)
+    assert (a.hfr_timestep, a.hfr_layer, a.hfr_accuracy, a.hfr_regret) == (300, "block.1", 0.6, pytest.approx(20))
+    assert (a.hfr_cost_image_passes, a.oracle_cost_image_passes, a.pixel_accuracy) == (64, 6000, 0.7)
+    assert (a.missing, a.status) == ("", "ok")
+    f = df.set_index("run").loc["fixed"]
+    assert f.policy == "fixed" and f.effective_timesteps == pytest.approx(2, rel=1e-6)  # p(t) on two timesteps
+    assert math.isnan(f.oracle_accuracy) and math.isnan(f.hfr_accuracy) and f.status == "ok"
+    assert f.missing == "analysis/probe.parquet, analysis/selection.parquet"
+
+
+def test_broken_runs_are_listed_not_raised(runs, tmp_path):
+    _, uniform, _ = runs
+    (tmp_path / "empty").mkdir()
+    bad_json = tmp_path / "bad_json"
+    bad_json.mkdir()
+    (bad_json / "config.json").write_text("{not json")
+    corrupt = tmp_path / "corrupt"
+    shutil.copytree(uniform, corrupt)
+    write_analysis(corrupt)
+    (corrupt / "analysis" / "selection.parquet").write_bytes(b"PAR1 not really")
+    write_parquet(corrupt / "curriculum.parquet", pd.DataFrame({"step": [0], "bin": [0]}))
+    df = compare_runs([tmp_path / "empty", bad_json, corrupt, tmp_path / "absent"]).set_index("run")
+    assert df.status["empty"] == df.status["absent"] == "not a run dir: config.json not found"
+    assert "config.json: not valid JSON" in df.status["bad_json"]
+    status = df.status["corrupt"]
+    assert "analysis/selection.parquet: not a readable parquet file" in status
+    assert "curriculum.parquet: expected rows with columns ['step', 'effective_timesteps'], lacks" in status
+    c = df.loc["corrupt"]
+    assert c.oracle_accuracy == 0.8 and c.image_passes == 288 and math.isnan(c.hfr_accuracy)  # the rest still read
+    assert df.index.tolist()[0] == "corrupt"  # rows without a dataset sort last
+
+
+def test_latest_json_stands_in_for_missing_metrics(runs, tmp_path):
+    _, uniform, _ = runs
+    run = tmp_path / "no_metrics"
+    shutil.copytree(uniform, run)
+    (run / "metrics.parquet").unlink()
+    row = compare_runs([run]).iloc[0]
+    assert (row.steps, row.image_passes, row.status) == (6, json.loads((run / "latest.json").read_text())["image_passes"],
+                                                         "ok")
+    (run / "latest.json").unlink()
+    row = compare_runs([run]).iloc[0]
+    assert math.isnan(row.image_passes) and row.missing.startswith("metrics.parquet or latest.json")
+
+
+def test_more_selection_methods_get_their_columns(runs, tmp_path):
+    _, uniform, _ = runs
+    run = tmp_path / "r"
+    shutil.copytree(uniform, run)
+    write_analysis(run)
+    df = compare_runs([run], methods=("hfr", "mi"))
+    assert {"mi_timestep", "mi_accuracy", "mi_cost_image_passes"} <= set(df.columns)
+    assert math.isnan(df.mi_accuracy.iloc[0]) and df.hfr_accuracy.iloc[0] == 0.6  # no mi row in this selection
+
+
+def test_pareto_front_flags():
+    df = pd.DataFrame({"dataset": ["a"] * 6 + ["b"],
+                       "image_passes": [100, 200, 200, 300, 50, np.nan, 1e9],
+                       "oracle_accuracy": [0.5, 0.7, 0.6, 0.7, np.nan, 0.99, 0.1]})
+    flags = pareto_front(df)
+    # 100/0.5 and 200/0.7 on the front; 200/0.6 and 300/0.7 dominated; NaN rows never; b alone is its own front
+    assert flags.tolist() == [True, True, False, False, False, False, True]
+    ties = pd.DataFrame({"image_passes": [1, 1], "oracle_accuracy": [0.5, 0.5]})
+    assert pareto_front(ties, by=None).tolist() == [True, True]
+    assert pareto_front(df, by=None).tolist() == [True, True, False, False, False, False, False]
+    with pytest.raises(ValueError, match="df: expected a column 'cost'"):
+        pareto_front(df, x="cost")
