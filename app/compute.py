@@ -13,7 +13,6 @@ from typing import Callable
 
 import numpy as np
 import pandas as pd
-import torch
 
 from analysis.features import FeatureBank, extract_features, probe_splits, resolve_source
 from aselect_core.train.rundir import RunDir, write_parquet

@@ -1,7 +1,7 @@
 """Background jobs (training, analysis) that outlive a page rerun and never take the app down with them.
 
-A job (`aselect train ...`, `aselect analyze ...`) runs under a small supervisor (`python -m app.jobs supervise RUN KIND -- CMD...`) in its own session. In the
-run dir it keeps `job_KIND.json` (pid, command, start time; the supervisor adds the exit code at the end) and
+A job (`aselect train ...`, `aselect analyze ...`) runs under a small supervisor
+(`python -m app.jobs supervise RUN KIND -- CMD...`) in its own session. In the run dir it keeps `job_KIND.json` (pid, command, start time; the supervisor adds the exit code at the end) and
 `job_KIND.log` (the command's stdout and stderr: tqdm bars, tracebacks). Cancel sends SIGTERM, which the
 supervisor forwards: the trainer saves a checkpoint and exits. Progress is the last tqdm percentage in the log.
 """

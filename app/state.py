@@ -141,8 +141,9 @@ def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None
     return good[names.index(name)].path
 
 
-def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_x: int | None = None, **layout: Any) -> None:
-    """A figure builder's (fig, data) at screen size (the builders set paper sizes), `mark_x` as a dotted vertical line."""
+def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_x: int | None = None,
+         **layout: Any) -> None:
+    """A figure builder's (fig, data) at screen size (builders set paper sizes), `mark_x` as a dotted vertical line."""
     fig, _ = built
     if mark_x is not None:
         fig.add_vline(x=mark_x, line_dash="dot")

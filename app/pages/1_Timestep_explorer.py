@@ -1,4 +1,4 @@
-"""Timestep explorer: what each DiT layer knows at each timestep (probe accuracy, label MI, HFR) and what x_t looks like."""
+"""Timestep explorer: what each DiT layer knows at each timestep (probe accuracy, label MI, HFR), and x_t itself."""
 from __future__ import annotations
 
 import streamlit as st
@@ -21,8 +21,9 @@ available = [name for name, (df, col) in METRICS.items() if df is not None and c
 
 choices = st.columns(len(selection))
 for col, row in zip(choices, selection.itertuples()):
-    col.metric(f"{row.method} choice", f"t={row.timestep} · {row.layer}", f"{row.accuracy_at_choice:.3f} acc",
-               delta_color="off", help=f"{row.cost_image_passes:,} image-passes, regret {row.regret:.3f}")
+    col.metric(f"{row.method} choice", f"t={row.timestep} · {row.layer}", f"accuracy {row.accuracy_at_choice:.3f}",
+               delta_color="off", delta_arrow="off",
+               help=f"{row.cost_image_passes:,} image-passes, regret {row.regret:.3f}")
 
 metric = st.radio("measure", available, horizontal=True)
 df, column = METRICS[metric]
