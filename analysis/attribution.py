@@ -174,7 +174,8 @@ def _common(model: nn.Module, x0: Tensor, layer: int | str, schedule: NoiseSched
     """Checked (block index, schedule, fixed ε, baseline x̄) shared by the probe attributions."""
     _check_images(x0)
     _check_steps(n_steps)
-    return _block_index(layer, model.depth), schedule or NoiseSchedule(), _noise(noise, x0, seed), _baseline(baseline, x0)
+    block = _block_index(layer, model.depth)
+    return block, schedule or NoiseSchedule(), _noise(noise, x0, seed), _baseline(baseline, x0)
 
 
 def _check_timestep(t: int, schedule: NoiseSchedule) -> int:

@@ -4,8 +4,8 @@
 hands UMAP a precomputed Euclidean distance matrix (sklearn `pairwise_distances`, BLAS): umap-learn's own
 small-data path computes the same matrix through its numba metric called once per pair. Measured on sklearn
 digits (1,797 × 64, 500 epochs, warm numba cache, 2 shared cores): 4.6-8.7 s precomputed against 17-20 s
-default. A fixed `random_state` makes umap-learn run single
-threaded, so the map is a pure function of (x, seed, settings).
+default. A fixed `random_state` makes umap-learn run single threaded, so the map is a pure function of
+(x, seed, settings).
 
 `umap_trajectory` embeds the same n images at each timestep. Independent UMAP maps of neighbouring timesteps
 differ by an arbitrary rotation/reflection (and layout), so each map is (1) initialised from the previous

@@ -151,7 +151,8 @@ def test_selector_attribution_completeness_and_sign(selector, data):
 def test_selector_score_definitions():
     logits = torch.tensor([[0.0, 0.0, 1.0, 1.0], [2.0, 0.0, 0.0, 0.0]])
     e = torch.e
-    torch.testing.assert_close(selector_score(logits, "early"), torch.log(torch.tensor([2 / (2 * e), (e ** 2 + 1) / 2])))
+    expected = torch.log(torch.tensor([2 / (2 * e), (e ** 2 + 1) / 2]))  # p(bins 0, 1) / p(bins 2, 3) per row
+    torch.testing.assert_close(selector_score(logits, "early"), expected)
     torch.testing.assert_close(selector_score(logits, 0), logits.log_softmax(dim=1)[:, 0])
 
 

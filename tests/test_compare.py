@@ -86,8 +86,8 @@ def test_latest_json_stands_in_for_missing_metrics(runs, tmp_path):
     shutil.copytree(uniform, run)
     (run / "metrics.parquet").unlink()
     row = compare_runs([run]).iloc[0]
-    assert (row.steps, row.image_passes, row.status) == (6, json.loads((run / "latest.json").read_text())["image_passes"],
-                                                         "ok")
+    latest = json.loads((run / "latest.json").read_text())
+    assert (row.steps, row.image_passes, row.status) == (6, latest["image_passes"], "ok")
     (run / "latest.json").unlink()
     row = compare_runs([run]).iloc[0]
     assert math.isnan(row.image_passes) and row.missing.startswith("metrics.parquet or latest.json")
