@@ -125,6 +125,73 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- figures --------------------------------------------------------------------------------------------------
+def _figures_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run dirs")
+    p.add_argument("--out", required=True, help="folder for the figures, their CSV data and the LaTeX table")
+    p.add_argument("--format", default="pdf,svg,png", help="comma-separated: pdf, svg, png")
+
+
+@command("figures", "paper figures (PDF/SVG/PNG + CSV) of runs and their comparison table (CSV + LaTeX)",
+         _figures_args)
+def _figures(args: argparse.Namespace) -> int:
+    import logging
+
+    from analysis.figures import write_figures
+
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    paths = write_figures(args.runs, args.out, formats=tuple(args.format.split(",")), progress=True)
+    print(f"wrote {len(paths)} files under {args.out}")
+    return 0
+
+
+# -- app ------------------------------------------------------------------------------------------------------
+def _app_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--runs", help="runs root (default: $ASELECT_RUNS, else ./runs when it holds runs, "
+                                  "else the shipped data/demo_runs)")
+    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+
+
+@command("app", "serve the Streamlit workbench over a runs root", _app_args)
+def _app(args: argparse.Namespace) -> int:
+    from app.serve import serve
+
+    return serve(args.runs, args.port, args.host)
+
+
+# -- demo -----------------------------------------------------------------------------------------------------
+def _demo_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--quick", action="store_true", help="a tiny budget (a few minutes on 2 CPU cores)")
+    p.add_argument("--out", help="runs root to fill (default: the shipped data/demo_runs when complete, "
+                                 "else runs/demo or runs/demo-quick)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--no-app", action="store_true", help="train and analyse only")
+    p.add_argument("--slim", action="store_true", help="keep half-precision EMA weights only (for shipping runs)")
+    p.add_argument("--port", type=int, default=8501)
+
+
+@command("demo", "train -> analyse -> app on embedded data (skips what already exists)", _demo_args)
+def _demo(args: argparse.Namespace) -> int:
+    import time
+    from pathlib import Path
+
+    from app.demo import is_complete, run_demo
+    from app.serve import DEMO_RUNS, serve
+
+    plan = "quick" if args.quick else "full"
+    if args.out:
+        out = Path(args.out)
+    elif plan == "full" and is_complete(DEMO_RUNS, plan):
+        out = DEMO_RUNS
+    else:
+        out = Path("runs") / ("demo" if plan == "full" else "demo-quick")
+    t0 = time.perf_counter()
+    run_demo(out, plan, seed=args.seed, slim=args.slim)
+    print(f"demo runs ready under {out} ({time.perf_counter() - t0:.0f} s)", file=sys.stderr)
+    return 0 if args.no_app else serve(out, args.port)
+
+
 # -- entry point ----------------------------------------------------------------------------------------------
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="aselect", description=__doc__.splitlines()[0])

@@ -161,7 +161,7 @@ def test_forward_with_cfg_guides_eps_only():
 
 def test_configs_cover_the_paper_and_tiny_sizes():
     paper = {f"DiT-{s}/{p}" for s in ("XL", "L", "B", "S") for p in (2, 4, 8)}
-    assert paper | {"DiT-T/2", "DiT-T/4", "DiT-T/8"} == set(DIT_CONFIGS)
+    assert paper | {f"DiT-{s}/{p}" for s in "TN" for p in (2, 4, 8)} == set(DIT_CONFIGS)
     with torch.device("meta"):
         shapes = {n: (m.depth, m.config["hidden_size"], m.num_heads, m.patch_size)
                   for n, m in ((n, DIT_CONFIGS[n](input_size=16)) for n in ("DiT-L/4", "DiT-B/8", "DiT-S/2"))}

@@ -213,3 +213,23 @@ def test_learned_policy_logs_per_class_curriculum_and_resumes_exactly(tmp_path):
     pd.testing.assert_frame_equal(comparable(RunDir(straight).metrics()), comparable(RunDir(resumed).metrics()))
     a, b = weights(straight), weights(resumed)
     assert all(torch.equal(a[k], b[k]) for k in a if not k.startswith("rng."))
+
+
+def test_slim_export_loads_as_dit_and_refuses_resume(tmp_path):
+    from aselect_core.model import load_dit
+    from aselect_core.train.export import slim_run
+
+    run = train(tiny(tmp_path / "r"), progress=False)
+    full = load_dit(run)
+    path = slim_run(run)
+    assert [p.name for p in ck.list_checkpoints(RunDir(run).checkpoints)] == [path.name]
+    tensors, sidecar = ck.load_checkpoint(path)
+    assert sidecar["slim"] == "torch.float16" and all(k.startswith("ema.") for k in tensors)
+    assert tensors["ema.blocks.0.attn.qkv.weight"].dtype == torch.float16
+    assert tensors["ema.pos_embed"].dtype == torch.float32
+    slim = load_dit(run)
+    for (k, a), b in zip(full.state_dict().items(), slim.state_dict().values()):
+        assert torch.allclose(a, b, atol=1e-3, rtol=1e-3), k
+    assert slim_run(run) == path  # idempotent
+    with pytest.raises(TrainingError, match="a slim export .EMA weights only. cannot be resumed"):
+        train(tiny(tmp_path / "r", steps=12, resume=True), progress=False)

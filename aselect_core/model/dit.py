@@ -325,8 +325,10 @@ def feature_key(kind: str, layer: int) -> str:
     return f"block.{layer}" if kind == "block" else f"block.{layer}.{kind}"
 
 
-# name -> (depth, hidden_size, num_heads): the paper's S/B/L/XL plus "T", a tiny size for CPU work.
-DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6), "T": (6, 192, 3)}
+# name -> (depth, hidden_size, num_heads): the paper's S/B/L/XL plus two sizes for CPU work: "T" (tiny, 4.2M
+# parameters) and "N" (nano, 1.9M: the shipped demo runs, whose half-precision EMA weights fit 4 MB a run).
+DIT_SIZES = {"XL": (28, 1152, 16), "L": (24, 1024, 16), "B": (12, 768, 12), "S": (12, 384, 6), "T": (6, 192, 3),
+             "N": (6, 128, 2)}
 
 
 def _config(name: str, depth: int, hidden_size: int, num_heads: int, patch_size: int) -> Callable[..., DiT]:

@@ -300,7 +300,11 @@ def check_state(expected: dict[str, Tensor], state: dict[str, Tensor], path: Pat
 
 
 def build_from_state(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> DiT:
-    """Build the DiT of `config` (+ optional "name") on the meta device and adopt the tensors of `state`."""
+    """Build the DiT of `config` (+ optional "name") on the meta device and adopt the tensors of `state`.
+
+    Floating tensors are adopted as float32 whatever their stored precision (slim exports are float16), so a
+    loaded model always computes in float32 unless the caller casts it.
+    """
     config = dict(config)
     name = config.pop("name", None)
     try:
@@ -309,7 +313,7 @@ def build_from_state(config: dict[str, Any], state: dict[str, Tensor], path: Pat
     except (TypeError, ValueError) as e:
         raise CheckpointError(f"{path}: config is not a valid DiT config ({e})") from None
     check_state(model.state_dict(), state, path)
-    model.load_state_dict(state, assign=True)
+    model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
     model.pos_embed.requires_grad_(False)
     model.config_name = name
     return model.eval()
