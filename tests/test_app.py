@@ -118,7 +118,12 @@ def test_attributions(app):
 
 def test_compare_table_and_pareto(app):
     at = app("compare")
-    assert len(at.dataframe[0].value) == 2 and len(charts(at)) == 1
+    table = at.dataframe[0].value.set_index("run")
+    assert list(table.index) == ["a", "b", "broken"] and "JSON" in table.loc["broken"].status
+    assert table.loc["a"].pareto and len(charts(at)) == 1
+    oracle = charts(at)[0]["data"]
+    at.radio[0].set_value("hfr_accuracy").run()
+    assert not at.exception and charts(at)[0]["data"] != oracle
 
 
 def test_figures_preview_follows_the_choice(app):
