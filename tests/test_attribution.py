@@ -15,6 +15,15 @@ from aselect_core.train.rundir import RunDir, RunDirError
 LAYER = 2
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and lose much to spinning on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
 @pytest.fixture(scope="module")
 def dit():
     """A tiny DiT whose adaLN gates are non-zero (at the reference init every block is the identity)."""

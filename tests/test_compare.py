@@ -6,12 +6,22 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from analysis.compare import compare_runs, pareto_front
 from aselect_core.train import TrainConfig, train
 from aselect_core.train.rundir import write_parquet
 
 TINY = dict(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6, checkpoint_every=6)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One intra-op thread: tiny models gain nothing from more, and lose much to spinning on shared cores."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
 
 
 @pytest.fixture(scope="module")
