@@ -7,7 +7,7 @@
 - analysis/probe.parquet      oracle = the best DiT (timestep, layer) cell and its probe accuracy; the best
                               raw-pixel baseline accuracy (rows with layer "pixels")
 - analysis/selection.parquet  each selection method's choice (default: hfr), the probe accuracy there, regret
-                              (points), its cost in image-passes and the oracle's cost
+                              (points), its cost in image-passes, the oracle's cost and their ratio
 Absent files leave their columns NaN and are named in `missing` (e.g. a run not analysed yet); files that are
 present but unreadable or malformed are named, with the reason, in `status` ("ok" otherwise), so one broken run
 never hides the others. `pareto_front` flags, per dataset, the runs no other run beats on cost and accuracy.
@@ -25,7 +25,7 @@ from aselect_core.train.rundir import RunDir, RunDirError
 
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows (analysis.pipeline)
 METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy_at_choice", "regret": "regret",
-                 "cost_image_passes": "cost_image_passes"}  # comparison column suffix -> selection.parquet column
+                 "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
                "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_cost_image_passes", "pixel_accuracy"]
 
@@ -122,7 +122,8 @@ def compare_runs(runs: Sequence[str | Path], methods: Sequence[str] = ("hfr",)) 
 
     Columns: run, path, dataset, policy, model, steps, image_passes, effective_timesteps, oracle_timestep,
     oracle_layer, oracle_accuracy, oracle_cost_image_passes, pixel_accuracy, then for each selection method m
-    m_timestep, m_layer, m_accuracy, m_regret, m_cost_image_passes, then missing and status. Accuracies are in
+    m_timestep, m_layer, m_accuracy, m_regret, m_cost_image_passes, m_cost_ratio (oracle's image-passes / m's),
+    then missing and status. Accuracies are in
     [0, 1], regret in accuracy points (0-100), costs in DiT image-passes.
     """
     columns = RUN_COLUMNS + method_columns(methods) + ["missing", "status"]

@@ -61,6 +61,7 @@ def test_rows_from_real_runs_and_analysis_tables(runs, tmp_path):
     assert (a.oracle_timestep, a.oracle_layer, a.oracle_accuracy) == (100, "block.2", 0.8)
     assert (a.hfr_timestep, a.hfr_layer, a.hfr_accuracy, a.hfr_regret) == (300, "block.1", 0.6, pytest.approx(20))
     assert (a.hfr_cost_image_passes, a.oracle_cost_image_passes, a.pixel_accuracy) == (64, 6000, 0.7)
+    assert a.hfr_cost_ratio == 6000 / 64
     assert (a.missing, a.status) == ("", "ok")
     f = df.set_index("run").loc["fixed"]
     assert f.policy == "fixed" and f.effective_timesteps == pytest.approx(2, rel=1e-6)  # p(t) on two timesteps
