@@ -32,16 +32,25 @@ POLICIES: dict[str, dict] = {"uniform": {}, "uniform-subset": {"k": 10}, "loss-a
                              "learned": {"update_every": 4}}
 
 
-def passes_per_step(policy: str, kwargs: dict, batch_size: int) -> float:
-    """Mean counted image-passes of one training step (the trainer's count, see aselect_core.train.loop)."""
-    extra = 2 * batch_size / kwargs["update_every"] if policy == "learned" else 0.0
-    return 3 * batch_size + extra
+def counted_passes(policy: str, kwargs: dict, batch_size: int, steps: int) -> int:
+    """Image-passes the trainer counts for `steps` steps: 3·B per step, plus 2·B per selector update of `learned`
+    (it updates at steps 0, u, 2u, ...)."""
+    updates = -(-steps // kwargs["update_every"]) if policy == "learned" else 0
+    return 3 * batch_size * steps + 2 * batch_size * updates
+
+
+def steps_within(budget: int, policy: str, kwargs: dict, batch_size: int) -> int:
+    """The most steps whose counted cost stays within `budget` (at least 1)."""
+    steps = budget // (3 * batch_size)
+    while steps > 1 and counted_passes(policy, kwargs, batch_size, steps) > budget:
+        steps -= 1
+    return max(1, steps)
 
 
 def train_at_budget(data: str, policy: str, args: argparse.Namespace) -> Path:
     """Train `policy` on `data` for as many steps as fit the image-pass budget; returns the run dir."""
     kwargs = POLICIES[policy]
-    steps = max(1, int(args.budget // passes_per_step(policy, kwargs, args.batch_size)))
+    steps = steps_within(args.budget, policy, kwargs, args.batch_size)
     config = TrainConfig(data=data, model=args.model, policy=policy, policy_kwargs=kwargs, steps=steps,
                          batch_size=args.batch_size, lr=args.lr, seed=args.seed, image_size=args.image_size,
                          checkpoint_every=steps, keep_last=1, curriculum_every=max(1, steps // 20),
