@@ -125,6 +125,30 @@ def _select(args: argparse.Namespace) -> int:
     return 0
 
 
+# -- compare --------------------------------------------------------------------------------------------------
+def _compare_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("runs", nargs="+", help="run dirs (broken ones are listed with the reason)")
+    p.add_argument("--methods", nargs="+", default=["hfr"], help="selection methods to tabulate beside the oracle")
+    p.add_argument("--out", help="write the table as CSV (.csv) or LaTeX (.tex)")
+
+
+@command("compare", "policies x datasets: accuracy at the oracle and selected cells, counted cost", _compare_args)
+def _compare(args: argparse.Namespace) -> int:
+    from analysis.compare import compare_runs, pareto_front
+
+    table = compare_runs(args.runs, methods=args.methods)
+    table["pareto"] = pareto_front(table)
+    if args.out:
+        writers = {".csv": lambda path: table.to_csv(path, index=False),
+                   ".tex": lambda path: table.drop(columns=["path"]).to_latex(path, index=False, float_format="%.3f")}
+        suffix = args.out[args.out.rfind("."):]
+        if suffix not in writers:
+            raise ValueError(f"--out {args.out}: expected a .csv or .tex file name")
+        writers[suffix](args.out)
+    print(table.drop(columns=["path"]).to_string(index=False))
+    return 0
+
+
 # -- figures --------------------------------------------------------------------------------------------------
 def _figures_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run dirs")

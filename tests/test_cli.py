@@ -52,3 +52,10 @@ def test_train_analyze_select_round(tmp_path, capsys):
     table = capsys.readouterr().out
     assert table.splitlines()[0].split()[:3] == ["method", "timestep", "layer"]
     assert "hfr" in table and "oracle" in table
+    assert main(["compare", str(out), str(tmp_path / "not-a-run"), "--out", str(tmp_path / "table.csv")]) == 0
+    table = capsys.readouterr().out
+    assert "uniform-subset" in table and "not a run dir" in table
+    assert (tmp_path / "table.csv").read_text().startswith("run,path,dataset,policy")
+    assert main(["figures", str(out), "--out", str(tmp_path / "figs"), "--format", "png"]) == 0
+    assert (tmp_path / "figs" / "run" / "probe_heatmap.png").is_file()
+    assert (tmp_path / "figs" / "run" / "probe_heatmap.csv").is_file()
