@@ -25,17 +25,18 @@ def test_datasets_lists_embedded_data(capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["train", "--data", "nope", "--out", "x"], "aselect train: error: dataset 'nope': unknown name"),
-    (["train", "--steps", "0", "--out", "x"], "aselect train: error: config field 'steps': expected a positive integer"),
+    (["train", "--data", "nope", "--out", "{tmp}/r"], "aselect train: error: dataset 'nope': unknown name"),
+    (["train", "--steps", "0", "--out", "{tmp}/r"], "aselect train: error: config field 'steps': expected a positive integer"),
     (["train", "--policy", "nope", "--data", "digits", "--image-size", "8", "--out", "{tmp}/r"],
      "aselect train: error: policy: expected one of"),
-    (["train", "--policy-arg", "k", "--out", "x"], "aselect train: error: --policy-arg: expected KEY=VALUE"),
+    (["train", "--policy-arg", "k", "--out", "{tmp}/r"], "aselect train: error: --policy-arg: expected KEY=VALUE"),
     (["analyze", "{tmp}/missing"], "aselect analyze: error:"),
 ])
 def test_bad_input_gives_one_line_error(argv, message, capsys, tmp_path):
     assert main([a.format(tmp=tmp_path) for a in argv]) == 2
     err = capsys.readouterr().err
     assert err.startswith(message) and err.count("\n") == 1, err
+    assert not (tmp_path / "r").exists()  # a refused run leaves nothing behind
 
 
 def test_train_analyze_select_round(tmp_path, capsys):

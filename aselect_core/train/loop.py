@@ -154,7 +154,6 @@ class Trainer:
     def __init__(self, config: TrainConfig, ctx: DistContext, progress: bool = True):
         self.config, self.ctx, self.progress = config, ctx, progress
         self.run = RunDir(Path(config.out))
-        self.log = self._logger()
         torch.manual_seed(config.seed * 1000 + ctx.rank)  # noise and label-dropout stream, per rank
         self.data = load_dataset(config.data, "train", config.image_size)
         self.images = self.data.images.to(ctx.device)  # (N, C, H, W)
@@ -169,6 +168,7 @@ class Trainer:
         self.state = TrainState()
         self.features = pooled_feature_fn(self.model, self.schedule, self.model.config["depth"] // 2)
         self.ddp = DistributedDataParallel(self.model) if ctx.enabled else None
+        self.log = self._logger()  # last: bad data, model or policy settings leave no run dir behind
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _logger(self) -> logging.Logger:
