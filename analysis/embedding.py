@@ -2,10 +2,10 @@
 
 `embed_features` is one seeded UMAP (umap-learn) of an (n, D) feature matrix. Below `PRECOMPUTED_BELOW` rows it
 hands UMAP a precomputed Euclidean distance matrix (sklearn `pairwise_distances`, BLAS): umap-learn's own
-small-data path computes the same matrix through its numba metric called once per pair. Measured on sklearn
-digits (1,797 × 64, 500 epochs, warm numba cache, 2 shared cores): 4.6-8.7 s precomputed against 17-20 s
-default. A fixed `random_state` makes umap-learn run single threaded, so the map is a pure function of
-(x, seed, settings).
+small-data path computes the same matrix through its numba metric called from sklearn once per pair. Measured
+on sklearn digits (1,797 × 64, 500 epochs, warm numba cache, one thread): 2.4-2.8 s CPU precomputed against
+4.5-5.5 s default (the rest is the 500 layout epochs, the same in both). A fixed `random_state` makes umap-learn
+run single threaded, so the map is a pure function of (x, seed, settings).
 
 `umap_trajectory` embeds the same n images at each timestep. Independent UMAP maps of neighbouring timesteps
 differ by an arbitrary rotation/reflection (and layout), so each map is (1) initialised from the previous
@@ -17,7 +17,8 @@ neighbours in feature space) is reported next to it.
 numba caches its compiled code in `NUMBA_CACHE_DIR`, which must be set before numba is first imported:
 importing this module sets it (unless the caller already has) to `.cache/numba` under the repo root, and
 `_import_umap` turns caching on for umap's own kernels, so umap-learn compiles once per machine instead of
-once per process (first fit in a fresh process: ~30 s cold, 0.6 s warm; `import umap`: ~40-60 s cold, 2 s warm).
+once per process (digits, one thread: `import umap` 22 s CPU cold, 1.5 s warm; the first fit compiles ~13 s more
+when cold, nothing when warm).
 """
 from __future__ import annotations
 
