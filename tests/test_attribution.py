@@ -9,19 +9,13 @@ from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import DIT_CONFIGS
 from aselect_core.policies.selector import Selector
-from aselect_core.train import TrainConfig, train
+from aselect_core.train import TrainConfig
 from aselect_core.train.rundir import RunDir, RunDirError
 
 LAYER = 2
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose much to spinning on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
@@ -165,10 +159,9 @@ def test_selector_score_definitions():
     torch.testing.assert_close(selector_score(logits, 0), logits.log_softmax(dim=1)[:, 0])
 
 
-def test_load_selector_from_learned_run(tmp_path):
-    cfg = TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=8, steps=2, checkpoint_every=2,
-                      policy="learned", policy_kwargs={"bins": 10, "update_every": 1}, out=str(tmp_path / "l"))
-    net = load_selector(train(cfg, progress=False))
+def test_load_selector_from_learned_run(tiny_run, tmp_path):
+    net = load_selector(tiny_run(tmp_path / "l", steps=2, batch_size=8, policy="learned",
+                                 policy_kwargs={"bins": 10, "update_every": 1}))
     assert isinstance(net, Selector) and not net.training and net(torch.zeros(2, 1, 8, 8)).shape == (2, 10)
     assert net.head.weight.abs().sum() > 0  # one REINFORCE step moved the zero-initialised head: trained weights
     plain = RunDir(tmp_path / "u")

@@ -6,30 +6,18 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
 from analysis.compare import compare_runs, pareto_front
-from aselect_core.train import TrainConfig, train
 from aselect_core.train.rundir import write_parquet
 
-TINY = dict(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6, checkpoint_every=6)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """One intra-op thread: tiny models gain nothing from more, and lose much to spinning on shared cores."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 @pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def runs(tmp_path_factory, tiny_run):
     root = tmp_path_factory.mktemp("runs")
-    uniform = train(TrainConfig(policy="uniform", out=str(root / "uniform"), **TINY), progress=False)
-    fixed = train(TrainConfig(policy="fixed", policy_kwargs={"timesteps": [10, 20]}, out=str(root / "fixed"),
-                              curriculum_every=3, **TINY), progress=False)
+    uniform = tiny_run(root / "uniform", policy="uniform")
+    fixed = tiny_run(root / "fixed", policy="fixed", policy_kwargs={"timesteps": [10, 20]}, curriculum_every=3)
     return root, uniform, fixed
 
 

@@ -8,14 +8,11 @@ from analysis.features import extract_features, image_noise, probe_splits, strat
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import DiT, build_dit
-from aselect_core.train import TrainConfig, train
 
 
 @pytest.fixture(scope="session")
-def run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("features") / "r"
-    return train(TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=10,
-                             checkpoint_every=10, out=str(out)), progress=False)
+def run(tiny_run):
+    return tiny_run(steps=10)
 
 
 def tiny(seed: int = 0) -> DiT:

@@ -258,40 +258,30 @@ def test_bad_formats_refused(tmp_path):
 
 # -- run dirs --------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def tiny_run(tmp_path_factory):
-    import torch
-
-    from aselect_core.train import TrainConfig, train
-    out = tmp_path_factory.mktemp("runs") / "r"
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a tiny model: extra threads only contend on the shared CPUs (2x faster here)
-    try:
-        return train(TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6,
-                                 checkpoint_every=6, curriculum_every=2, out=str(out)), progress=False)
-    finally:
-        torch.set_num_threads(threads)
+def run(tiny_run):
+    return tiny_run(curriculum_every=2)
 
 
-def test_missing_inputs_and_build_from_run(tiny_run):
-    assert missing_inputs("curriculum", tiny_run) == []
-    assert missing_inputs("probe_curves", tiny_run) == ["analysis/probe.parquet"]
+def test_missing_inputs_and_build_from_run(run):
+    assert missing_inputs("curriculum", run) == []
+    assert missing_inputs("probe_curves", run) == ["analysis/probe.parquet"]
     with pytest.raises(FileNotFoundError, match="figure probe_heatmap needs analysis/probe.parquet"):
-        build_figure("probe_heatmap", tiny_run)
-    fig, data = build_figure("curriculum", tiny_run)
+        build_figure("probe_heatmap", run)
+    fig, data = build_figure("curriculum", run)
     assert sorted(data.step.unique()) == [0, 2, 4, 6]
 
 
-def test_write_figures_on_a_tiny_run(browser, tiny_run, tmp_path, caplog):
+def test_write_figures_on_a_tiny_run(browser, run, tmp_path, caplog):
     # a second run with analysis files, so the probe figures and the Pareto plot are drawn too
     analysed = tmp_path / "analysed"
     analysed.mkdir()
     for f in ("config.json", "metrics.parquet", "curriculum.parquet"):
-        (analysed / f).write_bytes((tiny_run / f).read_bytes())
+        (analysed / f).write_bytes((run / f).read_bytes())
     (analysed / "analysis").mkdir()
     probe_frame().to_parquet(analysed / "analysis" / "probe.parquet")
     selection_frame().to_parquet(analysed / "analysis" / "selection.parquet")
     with caplog.at_level(logging.INFO, logger="analysis.figures.report"):
-        paths = write_figures([tiny_run, analysed], tmp_path / "out", formats=("svg", "png"), progress=False)
+        paths = write_figures([run, analysed], tmp_path / "out", formats=("svg", "png"), progress=False)
     out = tmp_path / "out"
     for name in ("curriculum", "loss_by_bin"):
         for ext in ("svg", "png", "csv"):

@@ -16,13 +16,7 @@ LABELS = (POOL.flatten(1).mean(dim=1) > 0).long()  # (N,) two classes (mean ±1/
 PROJ = torch.randn(64, D, generator=torch.Generator().manual_seed(1))
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """The selector is tiny: with 2 shared cores, one thread is faster than contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def band_features(bands: dict[int, tuple[int, int]]):

@@ -9,13 +9,7 @@ from safetensors.torch import save_file
 from aselect_core.model import CheckpointError, DiT, build_dit, load_dit, save_dit
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run far faster on one thread than on two contended ones."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomize(model: DiT, seed: int) -> DiT:

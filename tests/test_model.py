@@ -8,13 +8,7 @@ import torch
 from aselect_core.model import DIT_CONFIGS, DiT, build_dit, sincos_pos_embed_2d, timestep_embedding
 
 
-@pytest.fixture(autouse=True, scope="module")
-def one_thread():
-    """Tiny models run ~50x faster on one thread than on two contended ones (OpenMP spin-waits)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 
 def randomize(model: DiT, seed: int = 0) -> DiT:

@@ -11,19 +11,17 @@ import pytest
 from analysis.pipeline import analyze_run
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, load_oracle,
                                 select_timestep)
-from aselect_core.train import RunDir, TrainConfig, train
+from aselect_core.train import RunDir
 
 TS = [0, 300, 600, 900]
 ARGS = dict(timesteps=TS, layer=[1, 3], n_images=60, seed=0, hfr_images=16, mi_images=40, coarse=2)
 
 
 @pytest.fixture(scope="session")
-def run(tmp_path_factory):
+def run(tiny_run):
     """DiT-T/2 on 8×8 digits: a 4×4 patch grid, so HFR has frequencies to tell apart. No EMA lag, a high
     learning rate: ten steps move the blocks off their adaLN-Zero identity init."""
-    out = tmp_path_factory.mktemp("selection") / "r"
-    return train(TrainConfig(data="digits", model="DiT-T/2", image_size=8, batch_size=16, steps=10, lr=2e-3,
-                             ema_decay=0.0, checkpoint_every=10, out=str(out)), progress=False)
+    return tiny_run(model="DiT-T/2", steps=10, lr=2e-3, ema_decay=0.0)
 
 
 @pytest.fixture(scope="session")
