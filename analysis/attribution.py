@@ -20,6 +20,9 @@ Selector (`selector_attribution`): the learned A-SelecT policy's network g_φ: x
 (B, K) (aselect_core/policies/selector.py); F is the log-odds of an early (low-noise) vs a late bin, or the
 log-probability of one bin. Any `nn.Module` with that signature works.
 
+Runs (`attribution_for_run`): the probe maps of one test image of a run, a LinearProbe fitted at each timestep on
+the run's cached feature bank (`analysis.features`), with that image's fixed probe-protocol noise.
+
 Cost: each attribution runs n_steps forward and backward passes per image (3·n_steps image-passes at one t).
 """
 from __future__ import annotations
@@ -36,6 +39,7 @@ from captum.attr import IntegratedGradients, LayerIntegratedGradients
 from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
+from analysis.features import extract_features, resolve_source, run_splits
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.policies import make_policy
 from aselect_core.train.checkpoint import load_checkpoint, unprefixed
@@ -216,6 +220,24 @@ def attribute_across_timesteps(model: nn.Module, probe: ProbeLike | Mapping[int,
             attrs.append(a.detach())  # (B, C, H, W)
             deltas.append(d.detach())  # (B,)
     return torch.stack(attrs), torch.stack(deltas)
+
+
+def attribution_for_run(run: str | Path, image: int, target: int, timesteps: Sequence[int], layer: int,
+                        n_images: int, seed: int = 0, n_steps: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """IG maps of test image `image`'s class-`target` probe logit at each timestep, for block `layer` of the run.
+
+    Probes are fitted per timestep on the pooled train features of `extract_features(run, None, timesteps, [layer],
+    n_images, seed)`; the image is row `image` of `run_splits(run, n_images, seed).test`, noised with its own ε.
+    Returns (maps (n_t, H, W) summed over channels, the image (C, H, W) in [-1, 1]).
+    """
+    bank = extract_features(run, None, timesteps, [layer], n_images, seed, progress=False)
+    train, key = ~bank.is_test, bank.layers[0]
+    probes = {t: LinearProbe.fit(bank.pooled[(t, key)][train], bank.labels[train]) for t in bank.timesteps}
+    splits, source = run_splits(run, n_images, seed), resolve_source(run)
+    x0, noise = splits.test.images[image:image + 1], splits.noise("test")[image:image + 1]  # (1, C, H, W) each
+    attrs, _ = attribute_across_timesteps(source.model, probes, x0, target, timesteps, n_steps, layer=layer,
+                                          schedule=source.schedule, noise=noise)
+    return attrs[:, 0].sum(dim=1).numpy(), x0[0].numpy()
 
 
 def block_attribution(model: nn.Module, probe: ProbeLike, x0: Tensor, target: int | Sequence[int] | Tensor,

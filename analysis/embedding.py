@@ -19,6 +19,10 @@ importing this module sets it (unless the caller already has) to `.cache/numba` 
 `_import_umap` turns caching on for umap's own kernels, so umap-learn compiles once per machine instead of
 once per process (digits, one thread: `import umap` 22 s CPU cold, 1.5 s warm; the first fit compiles ~13 s more
 when cold, nothing when warm).
+
+`umap_for_run` is the run-level step (the pipeline's and the Embeddings page's): one block's pooled features of
+a run's probe images (`analysis.features.extract_features`, cached in the run dir) -> `umap_trajectory`,
+written to the run's analysis/umap.parquet, the file `analysis.figures`' `umap` figure reads.
 """
 from __future__ import annotations
 
@@ -26,7 +30,7 @@ import functools
 import os
 import warnings
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -34,8 +38,12 @@ from scipy.linalg import orthogonal_procrustes
 from sklearn.manifold import trustworthiness
 from sklearn.metrics import pairwise_distances
 
+from analysis.features import extract_features
+from aselect_core.train.rundir import RunDir, write_parquet
+
 NUMBA_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "numba"
 PRECOMPUTED_BELOW = 4000  # rows; above this a dense n×n matrix costs more than umap-learn's NN-descent
+Progress = Callable[[float, str], None]  # (fraction done, what is running)
 
 
 def use_project_numba_cache(path: Path = NUMBA_CACHE) -> None:
@@ -152,3 +160,24 @@ def umap_trajectory(features_by_t: dict[int, Any], labels: Any, n_neighbors: int
                                     "label": labels}))
         previous = emb
     return pd.concat(points, ignore_index=True), pd.DataFrame(quality)
+
+
+def umap_for_run(run: str | Path, layer: int, timesteps: list[int], n_images: int, seed: int = 0,
+                 progress: Progress | None = None, **umap_kw: Any) -> pd.DataFrame:
+    """UMAP trajectory of block `layer`'s pooled features of the run's n_images probe train images over `timesteps`.
+
+    Returns umap_trajectory's points plus a `layer` column ("block.L"); `index` is the row of
+    `analysis.features.run_splits(run, n_images, seed).train`. `seed` draws the images, their noise and the UMAP
+    layout. Writes the points to the run's analysis/umap.parquet. Extra keywords go to `umap_trajectory`.
+    """
+    report = progress or (lambda fraction, message: None)
+    report(0.05, "extracting features")
+    bank = extract_features(run, None, timesteps, [layer], n_images, seed, progress=False)
+    train, key = ~bank.is_test, bank.layers[0]
+    report(0.4, "UMAP per timestep (the first one in a process compiles numba kernels)")
+    points, _ = umap_trajectory({t: bank.pooled[(t, key)][train] for t in bank.timesteps}, bank.labels[train],
+                                random_state=seed, **umap_kw)
+    points = points.assign(layer=key)
+    write_parquet(RunDir(Path(run)).analysis / "umap.parquet", points)
+    report(1.0, "done")
+    return points

@@ -126,6 +126,15 @@ def page(title: str, about: str) -> None:
     st.caption(about)
 
 
+def page_run(title: str, about: str) -> Path:
+    """`page` and `pick_run` of a page about one run; stops the page (after pick_run's message) when there is none."""
+    page(title, about)
+    run = pick_run()
+    if run is None:
+        st.stop()
+    return run
+
+
 def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None) -> Path | None:
     """A sidebar choice among the readable runs (remembered across pages); None, with a message, when there are none."""
     good = [r for r in (runs if runs is not None else list_runs()) if r.error is None]
@@ -209,18 +218,24 @@ def noised_examples(run: str, t: int, n: int = 8, seed: int = 0) -> tuple[np.nda
 
 
 @st.cache_data(show_spinner=False)
-def depth(run: str, key: tuple[float, ...]) -> int:
-    from app.compute import depth as model_depth
+def _depth(run: str, key: tuple[float, ...]) -> int:
+    from analysis.features import resolve_source
 
-    return model_depth(Path(run))
+    return resolve_source(run).model.config["depth"]
+
+
+def block_choice(run: Path, where: Any = st) -> int:
+    """A selectbox (in `where`: st, st.sidebar or a column) over the blocks of the run's latest DiT."""
+    depth = _depth(str(run), stamp(RunDir(run).latest_path))
+    return where.selectbox("block", range(depth), format_func=lambda i: f"block.{i}")
 
 
 @st.cache_data(show_spinner=False)
 def probe_images(run: str, n_images: int) -> tuple[np.ndarray, np.ndarray, list[str]]:
     """(train images, test images, class names) as displayable arrays; rows match the feature bank's."""
-    from app.compute import probe_images as splits_of
+    from analysis.features import run_splits
 
-    s = splits_of(Path(run), n_images)
+    s = run_splits(run, n_images)
     return (np.stack([to_image(x) for x in s.train.images.numpy()]),
             np.stack([to_image(x) for x in s.test.images.numpy()]), list(s.train.classes))
 

@@ -1,10 +1,12 @@
 """Integrated-gradients attributions: completeness, zero attribution where the model is blind, shapes, errors."""
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
-from analysis.attribution import (LinearProbe, ProbeLogits, attribute_across_timesteps, block_attribution,
-                                  load_selector, selector_attribution, selector_score)
+from analysis.attribution import (LinearProbe, ProbeLogits, attribute_across_timesteps, attribution_for_run,
+                                  block_attribution, load_selector, selector_attribution, selector_score)
+from analysis.features import run_splits
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import DIT_CONFIGS
@@ -170,6 +172,16 @@ def test_load_selector_from_learned_run(tiny_run, tmp_path):
         load_selector(plain.path)
     with pytest.raises(RunDirError, match="config.json: not found"):
         load_selector(tmp_path / "missing")
+
+
+def test_attribution_for_run_maps_a_test_image(tiny_run):
+    run = tiny_run()
+    image = run_splits(run, 40).test.images[3]  # (1, 8, 8)
+    maps, x0 = attribution_for_run(run, 3, target=2, timesteps=[500, 0], layer=1, n_images=40, n_steps=4)
+    assert maps.shape == (2, 8, 8) and np.isfinite(maps).all() and np.abs(maps).sum() > 0
+    np.testing.assert_array_equal(x0, image.numpy())
+    again, _ = attribution_for_run(run, 3, target=2, timesteps=[500, 0], layer=1, n_images=40, n_steps=4)
+    np.testing.assert_array_equal(again, maps)  # cached features, fixed noise: a pure function of its arguments
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -2,13 +2,16 @@
 import os
 
 import numpy as np
+import pandas as pd
 import pytest
 from sklearn.datasets import make_blobs
 from sklearn.model_selection import cross_val_score
 from sklearn.neighbors import KNeighborsClassifier
 
-from analysis.embedding import (embed_features, layout_disparity, procrustes_align, umap_trajectory,
+from analysis.embedding import (embed_features, layout_disparity, procrustes_align, umap_for_run, umap_trajectory,
                                 use_project_numba_cache)
+from analysis.features import run_splits
+from aselect_core.train.rundir import RunDir
 
 FAST = dict(n_neighbors=10, n_epochs=100)  # few epochs: the maps are still clean on ~200 points
 
@@ -106,3 +109,15 @@ def test_numba_cache_dir_set_only_when_unset(tmp_path, monkeypatch):
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "a" / "numba") and (tmp_path / "a" / "numba").is_dir()
     use_project_numba_cache(tmp_path / "b")
     assert os.environ["NUMBA_CACHE_DIR"] == str(tmp_path / "a" / "numba") and not (tmp_path / "b").exists()
+
+
+def test_umap_for_run_writes_the_points_the_figures_read(tiny_run):
+    run, seen = tiny_run(), []
+    points = umap_for_run(run, 1, [500, 0], n_images=40, progress=lambda f, s: seen.append(f), **FAST)
+    assert list(points.columns) == ["timestep", "index", "x", "y", "label", "layer"] and len(points) == 2 * 40
+    assert sorted(points.timestep.unique()) == [0, 500] and set(points.layer) == {"block.1"}
+    first = points[points.timestep == 0]
+    assert first["index"].tolist() == list(range(40))
+    assert first.label.tolist() == run_splits(run, 40).train.labels.tolist()  # index = row of the run's splits
+    pd.testing.assert_frame_equal(pd.read_parquet(RunDir(run).analysis / "umap.parquet"), points)
+    assert seen[0] < seen[-1] == 1.0

@@ -3,18 +3,15 @@ from __future__ import annotations
 
 import streamlit as st
 
+from analysis.embedding import umap_for_run
 from analysis.figures import umap_grid
-from app import compute, state
-from aselect_core.train.rundir import RunDir
+from app import state
 
 N_IMAGES = 300
-state.page("Embeddings", "UMAP (`analysis.embedding.umap_trajectory`) of a block's mean-pooled features of the same "
-                         "images at each timestep, each map aligned to the previous one. Click a point for its image.")
-run = state.pick_run()
-if run is None:
-    st.stop()
-layer = st.sidebar.selectbox("block", range(state.depth(str(run), state.stamp(RunDir(run).latest_path))),
-                             format_func=lambda i: f"block.{i}", index=0)
+run = state.page_run("Embeddings", "UMAP (`analysis.embedding.umap_trajectory`) of a block's mean-pooled features of "
+                                   "the same images at each timestep, each map aligned to the previous one. Click a "
+                                   "point for its image.")
+layer = state.block_choice(run, st.sidebar)
 points = state.table(run, "umap")
 if points is not None and "layer" in points and f"block.{layer}" not in set(points.layer):
     points = None
@@ -22,13 +19,13 @@ if points is None:
     st.info(f"No UMAP of `block.{layer}` in `{run.name}/analysis/umap.parquet` yet.")
     timesteps = st.multiselect("timesteps", state.DEFAULT_TIMESTEPS, default=[0, 200, 500, 800])
     if st.button("Compute UMAP", type="primary", disabled=not timesteps):
-        compute.umap_points(run, layer, sorted(timesteps), N_IMAGES, state.progress_bar("UMAP"))
+        umap_for_run(run, layer, sorted(timesteps), N_IMAGES, progress=state.progress_bar("UMAP"))
         st.rerun()
     st.stop()
 
 timesteps = sorted(int(t) for t in points.timestep.unique())
 t = st.select_slider("timestep t", timesteps, value=timesteps[0])
-train_images, _, classes = state.probe_images(str(run), N_IMAGES)
+train_images, _, classes = state.probe_images(str(run), int(points["index"].max()) + 1)  # its n_images
 fig, data = umap_grid(points[points.timestep == t].assign(label=lambda d: d.label.map(lambda y: classes[y])), cols=1)
 left, right = st.columns([3, 1])
 with left:

@@ -10,11 +10,8 @@ from analysis.figures import FIGURES, export_figure, missing_inputs
 from app import state
 
 FORMATS = ("png", "svg", "pdf")
-state.page("Figures", "Each figure the selected run's files allow, in the paper template; download it as PNG, SVG or "
-                      "PDF (kaleido), its plotted data as CSV or a LaTeX table.")
-run = state.pick_run()
-if run is None:
-    st.stop()
+run = state.page_run("Figures", "Each figure the selected run's files allow, in the paper template; download it as "
+                                "PNG, SVG or PDF (kaleido), its plotted data as CSV or a LaTeX table.")
 ready = [name for name in FIGURES if not missing_inputs(name, run)]
 for name in FIGURES:
     if name not in ready:
