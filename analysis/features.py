@@ -140,13 +140,13 @@ def probe_splits(dataset: ImageDataset | str, n_images: int, seed: int = 0, n_te
     return ProbeSplits(train_all.subset(train_rows), test_all.subset(test_rows), train_rows, test_rows, seed, source)
 
 
-
 def run_splits(run: str | Path, n_images: int, seed: int = 0) -> ProbeSplits:
     """The train/test images `extract_features(run, None, ..., n_images, seed)` reads: the run's dataset at its size.
 
     Row i of `.train` is image i of the bank's train rows (what `index` in analysis/umap.parquet refers to)."""
     cfg = RunDir(Path(run)).config()
     return probe_splits(cfg.data, n_images, seed, None, cfg.image_size)
+
 
 # -- the bank ---------------------------------------------------------------------------------------------------
 @dataclass
