@@ -14,24 +14,19 @@ from streamlit.testing.v1 import AppTest
 from analysis.pipeline import analyze_run
 from app import jobs
 from app.serve import RUNS_ENV, resolve_runs_root
-from aselect_core.train import TrainConfig, train
 
 APP = Path(__file__).resolve().parents[1] / "app"
 PAGES = {"runs": APP / "Home.py", **{p.stem.split("_", 1)[1].lower(): p for p in sorted((APP / "pages").glob("*.py"))}}
 
 
-def tiny_run(out: Path, policy: str = "uniform") -> Path:
-    return train(TrainConfig(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=6, checkpoint_every=6,
-                             curriculum_every=2, policy=policy, out=str(out)), progress=False)
-
-
 @pytest.fixture(scope="module")
-def root(tmp_path_factory) -> Path:
-    """A runs root with an analysed run `a`, a trained-only run `b` and a broken folder."""
+def root(tmp_path_factory, tiny_run) -> Path:
+    """A runs root with an analysed run `a` (no UMAP: the Embeddings page offers to compute it), a trained-only
+    run `b` and a broken folder."""
     root = tmp_path_factory.mktemp("runs")
-    analyze_run(tiny_run(root / "a"), timesteps=[0, 500], layers=[0, 1], n_images=40, immse_images=8,
-                methods=("oracle", "hfr", "mi"), progress=False)
-    tiny_run(root / "b")
+    analyze_run(tiny_run(root / "a", curriculum_every=2), timesteps=[0, 500], layers=[0, 1], n_images=40,
+                immse_images=8, methods=("oracle", "hfr", "mi"), progress=False)
+    tiny_run(root / "b", curriculum_every=2)
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{not json")
     return root

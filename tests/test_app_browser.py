@@ -13,7 +13,6 @@ from pathlib import Path
 import pytest
 
 from app.serve import RUNS_ENV, command
-from tests.test_app import tiny_run
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
@@ -37,12 +36,12 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def server(tmp_path_factory, tiny_run):
     from analysis.pipeline import analyze_run
 
     root = tmp_path_factory.mktemp("runs")
-    analyze_run(tiny_run(root / "a"), timesteps=[0, 500], layers=[0, 1], n_images=40, immse_images=8,
-                methods=("oracle", "hfr", "mi"), progress=False)
+    analyze_run(tiny_run(root / "a", curriculum_every=2), timesteps=[0, 500], layers=[0, 1], n_images=40,
+                immse_images=8, methods=("oracle", "hfr", "mi"), progress=False)
     port = free_port()
     proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(root)}, cwd=Path(__file__).parents[1],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
