@@ -58,19 +58,21 @@ def analysis_path(run: Path, name: str) -> Path:
 
 @st.cache_data(show_spinner=False)
 def _run_row(run: str, key: tuple[float, ...]) -> tuple[dict[str, Any], str | None]:
-    from analysis.figures.report import run_summary
+    from analysis.compare import run_row
 
     path, rd = Path(run), RunDir(Path(run))
     row: dict[str, Any] = {"run": path.name}
     try:
         cfg = rd.config()
         latest = rd.latest() or {}
-        summary = run_summary(path)
+        summary = run_row(path)
+        if summary["status"] != "ok":  # a run file compare_runs could not read
+            raise ValueError(summary["status"])
     except Exception as e:  # any unreadable file makes the run "broken", with the reason shown
         return {**row, "status": "broken"}, str(e).splitlines()[0] if str(e) else type(e).__name__
     return {**row, "dataset": cfg.data, "model": cfg.model, "policy": cfg.policy,
             "steps": f"{latest.get('step', 0)}/{cfg.steps}", "image_passes": summary["image_passes"],
-            "best_probe_accuracy": summary["best_accuracy"], "status": latest.get("status", "not started"),
+            "best_probe_accuracy": summary["oracle_accuracy"], "status": latest.get("status", "not started"),
             "analyses": ", ".join(n for n in ANALYSIS_FILES if analysis_path(path, n).is_file()) or "none"}, None
 
 

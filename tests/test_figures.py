@@ -14,8 +14,8 @@ from PIL import Image
 from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid, build_figure,
                               class_curriculum_heatmap, comparison_table, curriculum_heatmap, export_figure,
                               export_session, find_browser, hfr_scatter, immse_curve, loss_by_bin, mi_curves,
-                              missing_inputs, pareto_front, policy_pareto, probe_curves, probe_heatmap, umap_grid,
-                              write_figures)
+                              missing_inputs, policy_pareto, probe_curves, probe_heatmap, umap_grid, write_figures)
+from analysis.compare import pareto_front
 from analysis.figures.export import RASTER_SCALE
 
 TIMESTEPS = [0, 100, 200, 300, 400, 500]
@@ -32,8 +32,11 @@ def probe_frame() -> pd.DataFrame:
 
 
 def selection_frame() -> pd.DataFrame:
+    """As analysis.pipeline writes it (the columns analysis.compare reads)."""
     return pd.DataFrame({"method": ["oracle", "hfr", "mi"], "timestep": [0, 100, 200],
-                         "layer": ["block.10", "block.1", "block.2"], "accuracy_at_choice": [0.93, 0.81, 0.72]})
+                         "layer": ["block.10", "block.1", "block.2"], "accuracy_at_choice": [0.93, 0.81, 0.72],
+                         "regret": [0.0, 12.0, 21.0], "cost_image_passes": [6000, 64, 100],
+                         "cost_ratio": [1.0, 6000 / 64, 60.0]})
 
 
 def hfr_frame() -> pd.DataFrame:
@@ -75,10 +78,11 @@ def metrics_frame() -> pd.DataFrame:
 
 
 def comparison_frame() -> pd.DataFrame:
+    """The analysis.compare.compare_runs columns policy_pareto reads."""
     return pd.DataFrame({"run": list("abcdef"), "dataset": ["digits"] * 4 + ["mnist5k"] * 2,
                          "policy": ["uniform", "learned", "fixed", "loss-aware", "uniform", "learned"],
                          "image_passes": [100.0, 200.0, 150.0, 300.0, 100.0, 120.0],
-                         "best_accuracy": [0.80, 0.90, 0.70, 0.85, 0.60, 0.65]})
+                         "oracle_accuracy": [0.80, 0.90, 0.70, 0.85, 0.60, 0.65]})
 
 
 def umap_frame() -> pd.DataFrame:
@@ -197,10 +201,13 @@ def test_loss_by_bin_is_a_nan_aware_rolling_mean():
     assert fig.data[0].name == "t 0–499"
 
 
-def test_pareto_front():
+def test_policy_pareto_draws_the_compare_front():
     df = comparison_frame()
-    front = pareto_front(df[df.dataset == "digits"], "image_passes", "best_accuracy")
-    assert front.run.tolist() == ["a", "b"]  # c costs more than a for less, d costs more than b for less
+    fig, data = policy_pareto(df)
+    fronts = {t.name: list(t.x) for t in fig.data if t.name.startswith("Pareto front")}
+    assert fronts == {"Pareto front · digits": [100.0, 200.0], "Pareto front · mnist5k": [100.0, 120.0]}
+    drawn = data[data.series.str.startswith("Pareto front")].run.tolist()
+    assert drawn == df[pareto_front(df)].run.tolist() == ["a", "b", "e", "f"]  # c, d: costlier and less accurate
 
 
 def test_builders_refuse_bad_inputs():
@@ -289,14 +296,15 @@ def test_write_figures_on_a_tiny_run(browser, run, tmp_path, caplog):
     assert (out / "analysed" / "probe_curves.svg").is_file() and (out / "policy_pareto.png").is_file()
     assert "skipped r/probe_heatmap: missing analysis/probe.parquet" in caplog.text
     assert "skipped analysed/hfr_vs_accuracy: missing analysis/hfr.parquet" in caplog.text
-    table = pd.read_csv(out / "comparison.csv")
-    assert table.run.tolist() == ["r", "analysed"] and table.policy.tolist() == ["uniform", "uniform"]
-    assert table.steps.tolist() == [6, 6] and table.image_passes.iloc[0] == 6 * 16 * 3  # fwd + bwd per image
-    assert table.best_accuracy.isna().iloc[0] and table.best_accuracy.iloc[1] == pytest.approx(0.93)
-    assert table.hfr_accuracy.iloc[1] == pytest.approx(0.81) and table.best_layer.iloc[1] == "block.10"
-    assert table.effective_timesteps.iloc[0] == pytest.approx(1000.0)  # uniform policy
+    table = pd.read_csv(out / "comparison.csv").set_index("run")  # analysis.compare's table, its order
+    assert sorted(table.index) == ["analysed", "r"] and set(table.policy) == {"uniform"}
+    assert table.steps.tolist() == [6, 6] and table.image_passes["r"] == 6 * 16 * 3  # fwd + bwd per image
+    assert np.isnan(table.oracle_accuracy["r"]) and table.oracle_accuracy["analysed"] == pytest.approx(0.93)
+    assert table.hfr_accuracy["analysed"] == pytest.approx(0.81) and table.oracle_layer["analysed"] == "block.10"
+    assert table.effective_timesteps["r"] == pytest.approx(1000.0)  # uniform policy
+    assert table.pareto["analysed"] and not table.pareto["r"]  # no accuracy: never on the front
     tex = (out / "comparison.tex").read_text()
-    assert "\\toprule" in tex and "best\\_accuracy" in tex
+    assert "\\toprule" in tex and "oracle\\_accuracy" in tex and str(tmp_path) not in tex
 
 
 def test_write_figures_refuses_non_runs(tmp_path):

@@ -18,6 +18,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 from scipy.stats import spearmanr
 
+from analysis.compare import pareto_front
 from analysis.curriculum import bin_table, spread
 from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, TITLE_MARGIN, colors, figure_size,
                                     layout_for, ordered_colors)
@@ -253,25 +254,20 @@ def loss_by_bin(metrics: pd.DataFrame, window: int | None = None, size: str = "o
     return plot.result()
 
 
-def pareto_front(df: pd.DataFrame, cost: str, value: str) -> pd.DataFrame:
-    """The rows no other row beats (lower or equal cost and higher value), sorted by cost."""
-    rows = df.sort_values([cost, value], ascending=[True, False])
-    best = rows[value].cummax().shift(fill_value=-np.inf)
-    return rows[rows[value] > best]
-
-
-def policy_pareto(comparison: pd.DataFrame, accuracy: str = "best_accuracy", cost: str = "image_passes",
+def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", cost: str = "image_passes",
                   size: str = "one", height: int | None = None) -> Built:
-    """Accuracy vs counted training cost, one marker per policy × dataset, each dataset's Pareto front dotted."""
+    """Accuracy vs counted training cost of `analysis.compare.compare_runs` rows, one marker per policy × dataset,
+    each dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
     _require(comparison, ["policy", "dataset", accuracy, cost], "comparison")
     rows = _finite(comparison, [accuracy, cost], "comparison")
+    on_front = pareto_front(rows, cost, accuracy)
     keep = [c for c in ("run", "policy", "dataset", cost, accuracy) if c in rows]
     policies, datasets = ordered(rows.policy), ordered(rows.dataset)
     color = dict(zip(policies, colors(len(policies))))
     symbol = {d: DATASET_SYMBOLS[i % len(DATASET_SYMBOLS)] for i, d in enumerate(datasets)}
     plot = Plot(new_figure(size, height))
     for dataset in datasets:
-        front = pareto_front(rows[rows.dataset == dataset], cost, accuracy)
+        front = rows[on_front & (rows.dataset == dataset)].sort_values([cost, accuracy])
         if len(front) > 1:
             plot.line(front[keep], cost, accuracy, f"Pareto front · {dataset}", mode="lines", line_shape="hv",
                       line=dict(color="grey", dash="dot", width=1), showlegend=False)

@@ -9,7 +9,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,10 +18,10 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from analysis.curriculum import spread
+from analysis.compare import compare_runs, pareto_front
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
-                                       dit_cells, hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto,
-                                       probe_curves, probe_heatmap, umap_grid)
+                                       hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto, probe_curves,
+                                       probe_heatmap, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
 from aselect_core.train.rundir import RunDir, RunDirError
 
@@ -106,42 +105,19 @@ def build_figure(name: str, run: str | Path, **opts: Any) -> Built:
 
 
 # -- comparison across runs ------------------------------------------------------------------------------------
-COMPARISON_COLUMNS = ["run", "dataset", "policy", "steps", "image_passes", "best_accuracy", "best_timestep",
-                      "best_layer", "hfr_accuracy", "hfr_timestep", "hfr_layer", "effective_timesteps"]
-
-
-def run_summary(run: str | Path) -> dict[str, Any]:
-    """One comparison row from whatever the run dir holds (NaN where an analysis file is absent)."""
-    rd = RunDir(Path(run))
-    cfg = rd.config()
-    row: dict[str, Any] = dict.fromkeys(COMPARISON_COLUMNS, math.nan)
-    row.update(run=rd.path.name, dataset=cfg.data, policy=cfg.policy, steps=cfg.steps)
-    if rd.metrics_path.is_file():
-        last = rd.metrics().sort_values("step").iloc[-1]
-        row.update(steps=int(last.step), image_passes=float(last.image_passes))
-    if (rd.path / PROBE).is_file():
-        best = dit_cells(_read(rd.path, PROBE)).sort_values("accuracy", ascending=False).iloc[0]
-        row.update(best_accuracy=float(best.accuracy), best_timestep=int(best.timestep), best_layer=best.layer)
-    if (rd.path / SELECTION).is_file():
-        hfr = _read(rd.path, SELECTION).query("method == 'hfr'")
-        if len(hfr):
-            row.update(hfr_accuracy=float(hfr.accuracy_at_choice.iloc[0]), hfr_timestep=int(hfr.timestep.iloc[0]),
-                       hfr_layer=hfr.layer.iloc[0])
-    if rd.curriculum_path.is_file():
-        row["effective_timesteps"] = float(spread(rd.curriculum()).effective_timesteps.iloc[-1])
-    return row
-
-
 def comparison_table(runs: Sequence[str | Path]) -> pd.DataFrame:
-    """One row per run: dataset, policy, steps, counted cost, best probe cell, HFR choice, final spread of p(t)."""
-    return pd.DataFrame([run_summary(r) for r in runs], columns=COMPARISON_COLUMNS)
+    """`analysis.compare.compare_runs` of the runs with its per-dataset `pareto` flags, each `run` named as its
+    output folder (`_run_names`)."""
+    names = dict(zip(map(str, runs), _run_names([Path(r) for r in runs])))
+    table = compare_runs(runs)
+    return table.assign(run=table.path.map(names), pareto=pareto_front(table))
 
 
 def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
-    """comparison.csv and comparison.tex (booktabs, LaTeX-escaped, 3 decimals, – for missing)."""
+    """comparison.csv and comparison.tex (booktabs, LaTeX-escaped, 3 decimals, – for missing, no local paths)."""
     csv, tex = out / "comparison.csv", out / "comparison.tex"
     table.to_csv(csv, index=False)
-    tex.write_text(table.to_latex(index=False, escape=True, float_format="%.3f", na_rep="–"))
+    tex.write_text(table.drop(columns="path").to_latex(index=False, escape=True, float_format="%.3f", na_rep="–"))
     return [csv, tex]
 
 
@@ -188,6 +164,6 @@ def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence
                 log.warning("skipped %s: missing %s", label, ", ".join(missing))
                 continue
             emit(lambda: build_figure(name, run), out / run_name, name, label)
-        table = comparison_table(runs).assign(run=_run_names(runs))
+        table = comparison_table(runs)
         emit(lambda: policy_pareto(table), out, "policy_pareto", "policy_pareto")
     return written + write_comparison(table, out)
