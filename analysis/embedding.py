@@ -163,16 +163,17 @@ def umap_trajectory(features_by_t: dict[int, Any], labels: Any, n_neighbors: int
 
 
 def umap_for_run(run: str | Path, layer: int, timesteps: list[int], n_images: int, seed: int = 0,
-                 progress: Progress | None = None, **umap_kw: Any) -> pd.DataFrame:
+                 progress: Progress | None = None, *, dataset: Any = None, **umap_kw: Any) -> pd.DataFrame:
     """UMAP trajectory of block `layer`'s pooled features of the run's n_images probe train images over `timesteps`.
 
     Returns umap_trajectory's points plus a `layer` column ("block.L"); `index` is the row of
-    `analysis.features.run_splits(run, n_images, seed).train`. `seed` draws the images, their noise and the UMAP
-    layout. Writes the points to the run's analysis/umap.parquet. Extra keywords go to `umap_trajectory`.
+    `analysis.features.run_splits(run, n_images, seed).train` (of `dataset`'s splits when one is given instead of
+    the run's). `seed` draws the images, their noise and the UMAP layout. Writes the points to the run's
+    analysis/umap.parquet. Extra keywords go to `umap_trajectory`.
     """
     report = progress or (lambda fraction, message: None)
     report(0.05, "extracting features")
-    bank = extract_features(run, None, timesteps, [layer], n_images, seed, progress=False)
+    bank = extract_features(run, dataset, timesteps, [layer], n_images, seed, progress=False)
     train, key = ~bank.is_test, bank.layers[0]
     report(0.4, "UMAP per timestep (the first one in a process compiles numba kernels)")
     points, _ = umap_trajectory({t: bank.pooled[(t, key)][train] for t in bank.timesteps}, bank.labels[train],

@@ -8,6 +8,8 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 - immse.parquet      I(x0; x_t) per timestep by I-MMSE with the run's EMA DiT as denoiser (null class)
 - selection.parquet  one row per selection method (choice, cost, regret and cost ratio vs the oracle)
 - summary.json       best (timestep, layer), accuracies, pixel baseline, costs, HFR-accuracy Spearman rho
+- umap.parquet       (`embedding=True`) UMAP trajectory of the oracle-best block over EMBEDDING_TIMESTEPS evenly
+                     spaced candidate timesteps, at most EMBEDDING_IMAGES train images (`analysis.embedding`)
 """
 from __future__ import annotations
 
@@ -15,9 +17,11 @@ import math
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import torch
 
+from analysis.embedding import umap_for_run
 from analysis.features import probe_splits, resolve_source
 from analysis.mi import mi_x0_xt
 from analysis.probe import pixel_baseline
@@ -27,6 +31,7 @@ from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
 METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
+EMBEDDING_TIMESTEPS, EMBEDDING_IMAGES = 6, 1000  # the UMAP step: a handful of maps, each seconds on a CPU
 
 
 def _finite(x: float) -> float | None:
@@ -45,6 +50,12 @@ def immse_curve(source, data: ImageDataset | str, timesteps: list[int], n_images
             return model(x, t, None)[:, :channels]  # (B, C, H, W) eps_hat
 
     return mi_x0_xt(denoiser, images, source.schedule, timesteps, seed=seed)
+
+
+def embedding_timesteps(timesteps: list[int], k: int = EMBEDDING_TIMESTEPS) -> list[int]:
+    """k evenly spaced ones of the sorted candidate timesteps, first and last included (all when there are <= k)."""
+    ts = sorted(timesteps)
+    return sorted({ts[i] for i in np.linspace(0, len(ts) - 1, min(k, len(ts))).round().astype(int)})
 
 
 def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.DataFrame) -> dict[str, Any]:
@@ -69,11 +80,12 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
 def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
                 layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
                 methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
-                **method_kw: Any) -> dict[str, Path]:
+                embedding: bool = True, **method_kw: Any) -> dict[str, Path]:
     """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
 
     `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
-    "oracle". Extra keywords go to `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
+    "oracle". `embedding=False` skips the UMAP step (the slowest part on tiny grids). Extra keywords go to
+    `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
     """
     rd = RunDir(Path(run))
     unknown = [m for m in methods if m not in METHODS]
@@ -101,4 +113,8 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         write_parquet(paths[name], df)
     paths["summary"] = rd.analysis / "summary.json"
     atomic_write_json(paths["summary"], summarise(sels, probe, hfr_grid))
+    if embedding:
+        block = int(sels["oracle"].layer.removeprefix("block."))
+        umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)
+        paths["umap"] = rd.analysis / "umap.parquet"
     return paths

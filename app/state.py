@@ -19,7 +19,6 @@ from app.serve import resolve_runs_root
 from aselect_core.train.rundir import RunDir
 
 ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution")
-PIPELINE_FILES = ("probe", "hfr", "mi", "immse", "selection")  # what analyze_run writes
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
 
 

@@ -25,7 +25,7 @@ def root(tmp_path_factory, tiny_run) -> Path:
     run `b` and a broken folder."""
     root = tmp_path_factory.mktemp("runs")
     analyze_run(tiny_run(root / "a", curriculum_every=2), timesteps=[0, 500], layers=[0, 1], n_images=40,
-                immse_images=8, methods=("oracle", "hfr", "mi"), progress=False)
+                immse_images=8, methods=("oracle", "hfr", "mi"), embedding=False, progress=False)
     tiny_run(root / "b", curriculum_every=2)
     (root / "broken").mkdir()
     (root / "broken" / "config.json").write_text("{not json")

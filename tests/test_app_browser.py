@@ -41,7 +41,7 @@ def server(tmp_path_factory, tiny_run):
 
     root = tmp_path_factory.mktemp("runs")
     analyze_run(tiny_run(root / "a", curriculum_every=2), timesteps=[0, 500], layers=[0, 1], n_images=40,
-                immse_images=8, methods=("oracle", "hfr", "mi"), progress=False)
+                immse_images=8, methods=("oracle", "hfr", "mi"), embedding=False, progress=False)
     port = free_port()
     proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(root)}, cwd=Path(__file__).parents[1],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)

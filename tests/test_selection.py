@@ -8,7 +8,7 @@ import math
 import pandas as pd
 import pytest
 
-from analysis.pipeline import analyze_run
+from analysis.pipeline import analyze_run, embedding_timesteps
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, load_oracle,
                                 select_timestep)
 from aselect_core.train import RunDir
@@ -81,7 +81,7 @@ def test_oracle_grid_is_kept_in_the_run_dir_and_reused(run, selections):
 def test_analyze_run_writes_every_table(run):
     paths = analyze_run(run, timesteps=[0, 500, 900], layers=[2], n_images=40, progress=False, immse_images=16,
                         hfr_images=16, mi_images=30)
-    assert set(paths) == {"probe", "hfr", "mi", "immse", "selection", "summary"}
+    assert set(paths) == {"probe", "hfr", "mi", "immse", "selection", "summary", "umap"}
     probe = pd.read_parquet(paths["probe"])
     assert set(probe.layer) == {"block.2", "pixels"} and len(probe) == 6
     assert list(pd.read_parquet(paths["selection"]).method) == list(METHODS)
@@ -89,6 +89,16 @@ def test_analyze_run_writes_every_table(run):
     summary = json.loads(paths["summary"].read_text())
     assert summary["best"]["layer"] == "block.2" and summary["methods"]["oracle"]["regret_points"] == 0
     assert 0 <= summary["pixel_baseline"]["best_accuracy"] <= 1
+    umap = pd.read_parquet(paths["umap"])  # the oracle-best block's UMAP over the (here all 3) timesteps
+    assert set(umap.layer) == {summary["best"]["layer"]} and sorted(umap.timestep.unique()) == [0, 500, 900]
+    assert len(umap) == 3 * 40 and umap.label.notna().all()
+    assert set(analyze_run(run, timesteps=[0, 500], layers=[2], n_images=40, progress=False, immse_images=16,
+                           methods=("oracle",), embedding=False)) == {"probe", "hfr", "selection", "immse", "summary"}
+
+
+def test_embedding_timesteps_are_evenly_spaced_candidates():
+    assert embedding_timesteps(default_timesteps(1000)) == [0, 200, 400, 550, 750, 950]
+    assert embedding_timesteps([900, 0, 500]) == [0, 500, 900]
 
 
 def test_default_timesteps():
