@@ -1,4 +1,5 @@
 """Load a DiT from this project's checkpoints, official DiT `.pt` files or diffusers folders; save standalone ones.
+`load_mae` reads the MAE baseline's checkpoints (metadata `aselect.mae`), `load_model` either kind.
 
 Formats `load_dit` accepts (nothing here executes pickled code):
 - `.safetensors` written by the trainer (tensors under `model.` / `ema.`, metadata `aselect.dit` = JSON of
@@ -31,8 +32,10 @@ from safetensors.torch import save as st_save
 from torch import Tensor
 
 from aselect_core.model.dit import DIT_SIZES, DiT, sincos_pos_embed_2d
+from aselect_core.model.mae import MAE
 
 METADATA_KEY = "aselect.dit"
+MAE_METADATA_KEY = "aselect.mae"  # the MAE's constructor args, as METADATA_KEY holds the DiT's
 WEIGHT_PREFIXES = ("ema", "model")
 TORCH_SUFFIXES = (".pt", ".pth", ".bin", ".ckpt")
 DIFFUSERS_WEIGHTS = ("diffusion_pytorch_model.safetensors", "diffusion_pytorch_model.bin")
@@ -126,7 +129,11 @@ def read_safetensors(path: Path, weights: str, map_location: Any) -> tuple[dict[
 
 
 def read_run(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    """A run dir: `latest.json` = {"checkpoint": "checkpoints/step_XXXXXXX.safetensors", ...}."""
+    return read_safetensors(run_checkpoint(path), weights, map_location)
+
+
+def run_checkpoint(path: Path) -> Path:
+    """The checkpoint a run dir's `latest.json` = {"checkpoint": "checkpoints/step_XXXXXXX.safetensors", ...} names."""
     try:
         checkpoint = json.loads((path / "latest.json").read_text()).get("checkpoint")
     except json.JSONDecodeError as e:
@@ -135,7 +142,7 @@ def read_run(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Ten
         raise CheckpointError(f"{path / 'latest.json'}: expected a 'checkpoint' entry (no checkpoint written yet?)")
     if not (path / checkpoint).is_file():
         raise CheckpointError(f"{path / checkpoint}: checkpoint named by latest.json not found")
-    return read_safetensors(path / checkpoint, weights, map_location)
+    return path / checkpoint
 
 
 def torch_load(path: Path, map_location: Any) -> Any:
@@ -299,8 +306,9 @@ def check_state(expected: dict[str, Tensor], state: dict[str, Tensor], path: Pat
             raise CheckpointError(f"{path}: tensor {k!r} has shape {tuple(state[k].shape)}, expected {tuple(v.shape)}")
 
 
-def build_from_state(config: dict[str, Any], state: dict[str, Tensor], path: Path) -> DiT:
-    """Build the DiT of `config` (+ optional "name") on the meta device and adopt the tensors of `state`.
+def build_from_state(config: dict[str, Any], state: dict[str, Tensor], path: Path,
+                     cls: type[DiT] | type[MAE] = DiT) -> DiT | MAE:
+    """Build the `cls` model of `config` (+ optional "name") on the meta device and adopt the tensors of `state`.
 
     Floating tensors are adopted as float32 whatever their stored precision (slim exports are float16), so a
     loaded model always computes in float32 unless the caller casts it.
@@ -309,11 +317,60 @@ def build_from_state(config: dict[str, Any], state: dict[str, Tensor], path: Pat
     name = config.pop("name", None)
     try:
         with torch.device("meta"):
-            model = DiT(**config)
+            model = cls(**config)
     except (TypeError, ValueError) as e:
-        raise CheckpointError(f"{path}: config is not a valid DiT config ({e})") from None
+        raise CheckpointError(f"{path}: config is not a valid {cls.__name__} config ({e})") from None
     check_state(model.state_dict(), state, path)
     model.load_state_dict({k: v.float() if v.is_floating_point() else v for k, v in state.items()}, assign=True)
-    model.pos_embed.requires_grad_(False)
+    for fixed in ("pos_embed", "decoder_pos_embed"):  # the sin-cos tables are buffers in all but name
+        if hasattr(model, fixed):
+            getattr(model, fixed).requires_grad_(False)
     model.config_name = name
     return model.eval()
+
+
+# ---------------------------------------------------------------------------------------------------- MAE
+
+def mae_metadata(model: MAE) -> dict[str, str]:
+    """safetensors metadata that lets `load_mae` rebuild the architecture."""
+    return {MAE_METADATA_KEY: json.dumps({"name": model.config_name, **model.config})}
+
+
+def checkpoint_file(path: Path) -> Path:
+    """The safetensors file of a run dir (its latest checkpoint) or of a file path."""
+    return run_checkpoint(path) if checkpoint_format(path) == "run" else path
+
+
+def load_mae(path: str | os.PathLike, weights: str = "ema", map_location: Any = "cpu") -> MAE:
+    """Load an MAE (in eval mode) from a run dir trained with objective "mae" or one of its checkpoints."""
+    path = Path(path)
+    if not path.exists():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    file = checkpoint_file(path)
+    tensors, metadata = safetensors_load(file, map_location)
+    if MAE_METADATA_KEY not in metadata:
+        raise CheckpointError(f"{file}: no {MAE_METADATA_KEY!r} metadata; not an MAE checkpoint")
+    try:
+        config = json.loads(metadata[MAE_METADATA_KEY])
+    except json.JSONDecodeError as e:
+        raise CheckpointError(f"{file}: metadata {MAE_METADATA_KEY!r} is not valid JSON ({e.msg})") from None
+    return build_from_state(config, select_weights(tensors, weights), file, MAE)
+
+
+def is_mae_checkpoint(path: str | os.PathLike) -> bool:
+    """Whether `path` (a run dir or a .safetensors file) holds an MAE rather than a DiT."""
+    path = Path(path)
+    if not path.exists() or checkpoint_format(path) not in ("run", "safetensors"):
+        return False
+    file = checkpoint_file(path)
+    try:
+        with safe_open(file, framework="pt") as f:
+            return MAE_METADATA_KEY in (f.metadata() or {})
+    except (SafetensorError, OSError) as e:
+        raise CheckpointError(f"{file}: not a readable safetensors file ({e})") from None
+
+
+def load_model(path: str | os.PathLike, weights: str = "ema", map_location: Any = "cpu") -> DiT | MAE:
+    """`load_mae` for an MAE checkpoint, `load_dit` for everything else."""
+    loader = load_mae if is_mae_checkpoint(path) else load_dit
+    return loader(path, weights=weights, map_location=map_location)
