@@ -12,6 +12,8 @@ from aselect_core.train.config import ConfigError, TrainConfig
 FLAGS: dict[str, tuple[str, type, str]] = {
     "--data": ("data", str, "dataset spec: an embedded name or folder:/npz:/cifar:/mnist: PATH"),
     "--model": ("model", str, "DiT config name, e.g. DiT-T/4"),
+    "--objective": ("objective", str, "training objective: denoise (a DiT, default) or mae (the MAE baseline of "
+                    "the --model's shape; needs --policy fixed --policy-arg timesteps=[0])"),
     "--policy": ("policy", str, "timestep policy: uniform, uniform-subset, fixed, loss-aware, learned, ..."),
     "--steps": ("steps", int, "optimiser steps in total (a resumed run continues to this)"),
     "--batch-size": ("batch_size", int, "images per step per process"),

@@ -10,9 +10,16 @@ from typing import Any
 
 import yaml
 
+from aselect_core.train.objectives import OBJECTIVES
+
 
 class ConfigError(ValueError):
     """A bad training configuration; the message names the field and what was expected."""
+
+
+# fields added after runs were first written, hashed only when they differ from their default, so the
+# hash of every existing run (and so its resume) is unchanged
+HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise"}
 
 
 @dataclass
@@ -21,6 +28,7 @@ class TrainConfig:
 
     data: str = "mnist5k"
     model: str = "DiT-T/4"
+    objective: str = "denoise"  # a key of OBJECTIVES: "denoise" (DiT) or "mae" (the MAE baseline)
     policy: str = "uniform"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
     steps: int = 2000
@@ -60,6 +68,24 @@ class TrainConfig:
             raise ConfigError(f"config field 'ema_decay': expected a float in [0, 1), got {self.ema_decay!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config field 'device': expected one of auto, cpu, cuda, got {self.device!r}")
+        if not self.conditional and self.class_dropout_prob <= 0:
+            raise ConfigError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
+        self._check_objective()
+
+    def _check_objective(self) -> None:
+        """The objective exists, and the policy and conditioning are ones it can train with."""
+        if self.objective not in OBJECTIVES:
+            raise ConfigError(f"config field 'objective': expected one of {', '.join(OBJECTIVES)}, "
+                              f"got {self.objective!r}")
+        objective = OBJECTIVES[self.objective]
+        if objective.policy is not None and (self.policy, self.policy_kwargs) != objective.policy:
+            name, kwargs = objective.policy
+            raise ConfigError(f"config field 'policy': objective {self.objective!r} has no choice of timestep; "
+                              f"expected policy {name!r} with policy_kwargs {kwargs}, got {self.policy!r} "
+                              f"with {self.policy_kwargs}")
+        if self.conditional and not objective.conditional:
+            raise ConfigError(f"config field 'conditional': objective {self.objective!r} reads no labels; "
+                              "expected false")
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -67,6 +93,7 @@ class TrainConfig:
     def hash(self) -> str:
         """Hash of the fields that define the run's trajectory (not where it lives or whether it resumed)."""
         d = {k: v for k, v in self.to_dict().items() if k not in ("out", "resume", "device", "steps")}
+        d = {k: v for k, v in d.items() if HASHED_WHEN_SET.get(k, object()) != v}  # older runs keep their hash
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 
     @classmethod

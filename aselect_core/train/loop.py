@@ -1,35 +1,35 @@
 """The training loop: a DiT learns to denoise at the timesteps a policy picks; cost is counted in image-passes.
 
-One optimiser step on a batch of B images per rank costs 3·B·world image-passes (forward 1, backward 2), plus
-whatever the policy spends in `observe` (it reports its own passes). The loop is resumable bit-for-bit on the
+The model and its loss come from the objective registry (`objectives.OBJECTIVES`, `TrainConfig.objective`):
+`denoise` (the DiT, default) or `mae` (the MAE baseline). One optimiser step on a batch of B images per rank
+costs 3·B·world image-passes (forward 1, backward 2, for either objective), plus whatever the policy spends in
+`observe` (it reports its own passes). The loop is resumable bit-for-bit on the
 CPU: the data order is a pure function of (seed, epoch), and every RNG it draws from is checkpointed.
 """
 from __future__ import annotations
 
 import contextlib
 import copy
-import json
 import logging
 import math
 import signal
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import pandas as pd
 import torch
-import torch.nn.functional as F
 from torch import Tensor
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 
-from aselect_core.datasets import ImageDataset, load_dataset
+from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
-from aselect_core.model import DiT, build_dit
 from aselect_core.policies import Feedback, TimestepPolicy, effective_timesteps, make_policy
 from aselect_core.train import checkpoint as ck
 from aselect_core.train.config import TrainConfig
+from aselect_core.train.objectives import OBJECTIVES
 from aselect_core.train.distributed import (DistContext, all_gather_cat, all_gather_objects, any_across, barrier,
                                             cleanup, init_distributed, mean_across)
 from aselect_core.train.rundir import RunDir, write_parquet
@@ -88,19 +88,6 @@ def batch_indices(n: int, batch_size: int, step: int, seed: int, ctx: DistContex
     return idx
 
 
-def build_model(config: TrainConfig, data: ImageDataset) -> DiT:
-    if not config.conditional and config.class_dropout_prob <= 0:
-        raise TrainingError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
-    return build_dit(config.model, input_size=data.image_size, in_channels=data.channels,
-                     num_classes=data.num_classes, class_dropout_prob=config.class_dropout_prob,
-                     learn_sigma=config.learn_sigma)
-
-
-def dit_metadata(model: DiT) -> dict[str, str]:
-    """safetensors metadata that lets `load_dit` rebuild the architecture."""
-    return {"aselect.dit": json.dumps({"name": model.config_name, **model.config})}
-
-
 def loss_bin_columns(config: TrainConfig) -> list[tuple[str, int, int]]:
     """(column, t_lo, t_hi) for the per-timestep-bin loss columns of metrics.parquet."""
     edges = torch.linspace(0, config.num_timesteps, config.loss_bins + 1).round().long().tolist()
@@ -139,15 +126,6 @@ def class_snapshot(policy: TimestepPolicy, step: int, bins: int) -> pd.DataFrame
                      ignore_index=True)
 
 
-def pooled_feature_fn(model: DiT, schedule: NoiseSchedule, layer: int) -> Callable[[Tensor, Tensor], Tensor]:
-    """x0 (B,C,H,W), t (B,) -> mean-pooled null-class tokens of block `layer` at a fresh x_t, (B, D)."""
-    def features(x0: Tensor, t: Tensor) -> Tensor:
-        with torch.no_grad():
-            xt = schedule.q_sample(x0, t)
-            return model.forward_features(xt, t, None, layers=[layer])[f"block.{layer}"].mean(dim=1)
-    return features
-
-
 class Trainer:
     """Holds the objects of one run; `fit()` runs the loop. Use `train(config)` from outside."""
 
@@ -158,7 +136,8 @@ class Trainer:
         self.data = load_dataset(config.data, "train", config.image_size)
         self.images = self.data.images.to(ctx.device)  # (N, C, H, W)
         self.labels = self.data.labels.to(ctx.device)  # (N,)
-        self.model = build_model(config, self.data).to(ctx.device)
+        self.objective = OBJECTIVES[config.objective]
+        self.model = self.objective.build(config, self.data).to(ctx.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.schedule = NoiseSchedule(config.schedule, config.num_timesteps)
         self.policy = make_policy(config.policy, num_timesteps=config.num_timesteps,
@@ -166,7 +145,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.bins = loss_bin_columns(config)
         self.state = TrainState()
-        self.features = pooled_feature_fn(self.model, self.schedule, self.model.config["depth"] // 2)
+        self.features = self.objective.features(self.model, self.schedule)
         self.ddp = DistributedDataParallel(self.model) if ctx.enabled else None
         self.log = self._logger()  # last: bad data, model or policy settings leave no run dir behind
 
@@ -240,7 +219,7 @@ class Trainer:
             tensors = {**ck.prefixed("model", self.model.state_dict()), **ck.prefixed("ema", self.ema.state_dict()),
                        **ck.prefixed("optim", optim), **rank_states}
             last = self.state.metrics[-1] if self.state.metrics else {}
-            path = ck.save_checkpoint(self.run.checkpoints, self.state.step, tensors, dit_metadata(self.model), {
+            path = ck.save_checkpoint(self.run.checkpoints, self.state.step, tensors, self.objective.metadata(self.model), {
                 "config_hash": self.config.hash(), "image_passes": self.state.image_passes,
                 "wall_seconds": self.state.wall_seconds, "param_groups": groups, "world_size": self.ctx.world_size,
                 "metrics": {k: v for k, v in last.items() if isinstance(v, (int, float)) and math.isfinite(v)}})
@@ -280,13 +259,9 @@ class Trainer:
         x0, y = self.images[idx], self.labels[idx]  # (B, C, H, W), (B,)
         t, w = self.policy.sample(x0, step)  # (B,), (B,)
         t, w = t.to(self.ctx.device), w.to(self.ctx.device)
-        noise = torch.randn_like(x0)
-        xt = self.schedule.q_sample(x0, t, noise)
-        model = self.ddp or self.model
         with self._autocast():
-            out = model(xt, t, y if cfg.conditional else None)  # (B, C or 2C, H, W)
-        eps = out[:, : x0.shape[1]].float()
-        per_sample = F.mse_loss(eps, noise, reduction="none").mean(dim=(1, 2, 3))  # (B,)
+            per_sample = self.objective.loss(self.ddp or self.model, self.schedule, x0,
+                                             y if cfg.conditional else None, t).float()  # (B,)
         loss = (w * per_sample).mean()
         if any_across(not bool(torch.isfinite(loss)), self.ctx):
             raise TrainingError(f"non-finite loss at step {step + 1}; stopped, last good checkpoint kept in "
