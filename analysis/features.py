@@ -14,6 +14,10 @@
   deepest one. Cost is counted in image-passes: one image at one timestep is 1, even when the forward stops
   at block L of D (the partial forward is not discounted).
 
+An MAE (`aselect_core.model.MAE`, the "Standard ViT" baseline; a run trained with objective "mae") is read the
+same way on the clean images: it has no timesteps, so its grid is timesteps=[0] only and no noise is added
+(`TOKEN_READERS`); everything else (splits, pooling, cache, cost) is shared.
+
 Layout of a `FeatureBank`: rows are images, train rows first then test rows (`is_test`); `pooled[(t, key)]`
 is (n, D) mean-pooled over patches, `tokens[(t, key)]` (n, N, D) when asked for; keys are
 `forward_features` keys ("block.3", "block.3.attn", "embed"...).
@@ -28,7 +32,7 @@ import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 import torch
@@ -38,7 +42,7 @@ from tqdm.auto import tqdm
 
 from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule
-from aselect_core.model import DiT, load_dit
+from aselect_core.model import MAE, DiT, load_model
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
 
@@ -193,14 +197,14 @@ class FeatureBank:
 class Source:
     """A model to extract from, where to cache, and what identifies its weights."""
 
-    model: DiT
+    model: DiT | MAE
     model_hash: str
     run: RunDir | None
     schedule: NoiseSchedule
     data_spec: str | None  # the run's dataset, used when `dataset` is None
 
 
-def _state_hash(model: DiT) -> str:
+def _state_hash(model: DiT | MAE) -> str:
     h = hashlib.sha256()
     for k, v in sorted(model.state_dict().items()):
         h.update(k.encode())
@@ -219,13 +223,13 @@ def _file_sha256(path: Path) -> str:
 
 def _run_source(run: RunDir, checkpoint: Path) -> Source:
     cfg = run.config()
-    return Source(load_dit(checkpoint), _file_sha256(checkpoint), run, NoiseSchedule(cfg.schedule, cfg.num_timesteps),
+    return Source(load_model(checkpoint), _file_sha256(checkpoint), run, NoiseSchedule(cfg.schedule, cfg.num_timesteps),
                   cfg.data)
 
 
-def resolve_source(run_or_model: str | Path | DiT, schedule: NoiseSchedule | None = None) -> Source:
-    """A run dir (its latest checkpoint's EMA DiT), a checkpoint file inside or outside a run, or a DiT."""
-    if isinstance(run_or_model, DiT):
+def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: NoiseSchedule | None = None) -> Source:
+    """A run dir (its latest checkpoint's EMA model), a checkpoint file inside or outside a run, or a DiT / MAE."""
+    if isinstance(run_or_model, (DiT, MAE)):
         return Source(run_or_model, _state_hash(run_or_model), None, schedule or NoiseSchedule(), None)
     path = Path(run_or_model)
     run = RunDir(path)
@@ -237,7 +241,7 @@ def resolve_source(run_or_model: str | Path | DiT, schedule: NoiseSchedule | Non
     elif path.is_file():
         parent = RunDir(path.parent.parent)
         src = _run_source(parent, path) if parent.is_run() else Source(
-            load_dit(path), _file_sha256(path), None, NoiseSchedule(), None)
+            load_model(path), _file_sha256(path), None, NoiseSchedule(), None)
     else:
         raise ValueError(f"run_or_model: {path} is neither a run dir, a checkpoint file nor a DiT")
     if schedule is not None:
@@ -288,7 +292,25 @@ def _load_bank(stem: Path) -> FeatureBank | None:
 
 
 # -- extraction -------------------------------------------------------------------------------------------------
-def _extract(model: DiT, splits: ProbeSplits, schedule: NoiseSchedule, timesteps: list[int], layers: list[int],
+def _dit_tokens(model: DiT, x0: Tensor, eps: Tensor, t: int, schedule: NoiseSchedule, y: Tensor | None,
+                layers: list[int], kinds: Sequence[str]) -> dict[str, Tensor]:
+    """DiT tokens of x_t = q_sample(x0, t, eps): key -> (B, N, D)."""
+    tt = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)  # (B,)
+    return model.forward_features(schedule.q_sample(x0, tt, eps), tt, y, layers=layers, kinds=kinds)
+
+
+def _mae_tokens(model: MAE, x0: Tensor, eps: Tensor, t: int, schedule: NoiseSchedule, y: Tensor | None,
+                layers: list[int], kinds: Sequence[str]) -> dict[str, Tensor]:
+    """MAE tokens of the clean, unmasked x0 (t is always 0, no noise): key -> (B, N, D)."""
+    return model.forward_features(x0, layers=layers, kinds=kinds)
+
+
+# model class -> (tokens of a batch at one timestep, how many timesteps it reads: None = the schedule's)
+TOKEN_READERS: dict[type, tuple[Callable[..., dict[str, Tensor]], int | None]] = {
+    DiT: (_dit_tokens, None), MAE: (_mae_tokens, 1)}
+
+
+def _extract(model: DiT | MAE, splits: ProbeSplits, schedule: NoiseSchedule, timesteps: list[int], layers: list[int],
              kinds: Sequence[str], tokens: bool, batch_size: int, device: str, progress: bool,
              condition_on_labels: bool) -> tuple[dict, dict | None, int]:
     """Run the grid; returns pooled {(t, key): (n, D)}, tokens or None, and the image-passes spent."""
@@ -306,9 +328,7 @@ def _extract(model: DiT, splits: ProbeSplits, schedule: NoiseSchedule, timesteps
         eps = noise[split][start:start + batch_size].to(device)  # (B, C, H, W)
         y = data.labels[start:start + batch_size].to(device) if condition_on_labels else None
         for t in timesteps:
-            tt = torch.full((len(x0),), t, dtype=torch.long, device=device)  # (B,)
-            xt = schedule.q_sample(x0, tt, eps)
-            feats = model.forward_features(xt, tt, y, layers=layers, kinds=kinds)  # key -> (B, N, D)
+            feats = TOKEN_READERS[type(model)][0](model, x0, eps, t, schedule, y, layers, kinds)  # key -> (B, N, D)
             for key, tok in feats.items():
                 pooled.setdefault((t, key), []).append(tok.float().mean(dim=1).cpu())  # (B, D)
                 if tokens:
@@ -320,7 +340,7 @@ def _extract(model: DiT, splits: ProbeSplits, schedule: NoiseSchedule, timesteps
     return cat(pooled), (cat(token_maps) if tokens else None), passes
 
 
-def extract_features(run_or_model: str | Path | DiT, dataset: ImageDataset | str | None, timesteps: Iterable[int],
+def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset | str | None, timesteps: Iterable[int],
                      layers: Iterable[int] | None, n_images: int, seed: int = 0, *,
                      kinds: Sequence[str] = ("block",), tokens: bool = False, batch_size: int = 256,
                      cache: bool = True, device: str = "cpu", progress: bool = True,
@@ -341,7 +361,11 @@ def extract_features(run_or_model: str | Path | DiT, dataset: ImageDataset | str
         if src.data_spec is None:
             raise ValueError("dataset: required when run_or_model is not a run dir (no run config to read it from)")
         dataset = src.data_spec
-    ts = check_timesteps(timesteps, src.schedule.num_timesteps)
+    if type(model) not in TOKEN_READERS:
+        raise ValueError(f"run_or_model: expected a DiT or an MAE, got {type(model).__name__}")
+    if condition_on_labels and isinstance(model, MAE):
+        raise ValueError("condition_on_labels: an MAE reads no labels; expected False")
+    ts = check_timesteps(timesteps, TOKEN_READERS[type(model)][1] or src.schedule.num_timesteps)
     block_layers = model.resolve_layers(layers)
     splits = probe_splits(dataset, n_images, seed, n_test, image_size)
     if splits.test.images.shape[1:] != (model.config["in_channels"], image_size, image_size):
