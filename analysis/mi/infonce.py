@@ -41,8 +41,9 @@ def infonce_bound(gx: Tensor, hy: Tensor) -> Tensor:
 
 
 @contextmanager
-def _single_thread() -> Iterator[None]:
-    """Run torch on one CPU thread inside the block, restoring the previous count."""
+def single_thread() -> Iterator[None]:
+    """Run torch on one CPU thread inside the block, restoring the previous count (tiny models: faster, and no
+    OpenMP spin-waits on shared cores; tests/conftest.py uses it too)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
@@ -63,7 +64,7 @@ def infonce_mi(x: np.ndarray, y: np.ndarray, critic: str = "mlp", batch_size: in
                          f"({n_train}, {len(x) - n_train}), got {batch_size}")
     ys = np.eye(y.max() + 1)[y] if is_discrete(y) else standardise(y)  # (n, e)
     xt, yt = torch.from_numpy(standardise(x)).float(), torch.from_numpy(ys).float()
-    with torch.random.fork_rng(devices=[]), _single_thread():
+    with torch.random.fork_rng(devices=[]), single_thread():
         torch.manual_seed(seed)
         g, h = CRITICS[critic](xt.shape[1], embed, hidden), CRITICS[critic](yt.shape[1], embed, hidden)
         order = torch.randperm(len(x))
