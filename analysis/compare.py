@@ -148,3 +148,23 @@ def pareto_front(df: pd.DataFrame, x: str = "image_passes", y: str = "oracle_acc
         better = (gx[None, :] < gx[:, None]) | (gy[None, :] > gy[:, None])  # (m, m): j strictly better somewhere
         flags[g.index] = ~(no_worse & better).any(axis=1)
     return flags
+
+
+def table_latex(df: pd.DataFrame) -> str:
+    """The table as LaTeX (booktabs, escaped, 3 decimals, – for missing), without local paths."""
+    return df.drop(columns="path", errors="ignore").to_latex(index=False, escape=True, float_format="%.3f", na_rep="–")
+
+
+TABLE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
+    ".csv": lambda df, path: df.to_csv(path, index=False),
+    ".tex": lambda df, path: path.write_text(table_latex(df)),
+}
+
+
+def write_table(df: pd.DataFrame, path: str | Path) -> Path:
+    """Write the comparison table as CSV or LaTeX, chosen by the file's suffix."""
+    path = Path(path)
+    if path.suffix not in TABLE_WRITERS:
+        raise ValueError(f"{path}: expected a file name ending in {' or '.join(TABLE_WRITERS)}")
+    TABLE_WRITERS[path.suffix](df, path)
+    return path

@@ -24,7 +24,7 @@ def command(name: str, help_: str, add_arguments: Callable[[argparse.ArgumentPar
 
 # -- datasets -------------------------------------------------------------------------------------------------
 def _datasets_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--format", choices=["table", "csv", "json"], default="table")
+    p.add_argument("--format", choices=["table", "csv", "json"], default="table", help="output format")
 
 
 @command("datasets", "list the embedded datasets (size, image shape, classes, split sizes)", _datasets_args)
@@ -82,8 +82,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timesteps", type=_int_list, help="candidate timesteps, e.g. 0,100,200 or 0:1000:50")
     p.add_argument("--layers", type=_int_list, help="block indices, e.g. 0,3,5 (default: all)")
     p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 @command("analyze", "probe / HFR / MI / I-MMSE grids and timestep selections; writes RUN/analysis/", _analyze_args)
@@ -107,9 +107,9 @@ def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--timesteps", type=_int_list, help="candidate timesteps")
     p.add_argument("--layer", help="restrict to one block (index or block.i)")
-    p.add_argument("--n-images", type=int, default=1000)
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--device", default="cpu")
+    p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
+    p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
 
 
 @command("select", "pick the informative (timestep, layer) of a run; prints the selection table", _select_args)
@@ -134,17 +134,12 @@ def _compare_args(p: argparse.ArgumentParser) -> None:
 
 @command("compare", "policies x datasets: accuracy at the oracle and selected cells, counted cost", _compare_args)
 def _compare(args: argparse.Namespace) -> int:
-    from analysis.compare import compare_runs, pareto_front
+    from analysis.compare import compare_runs, pareto_front, write_table
 
     table = compare_runs(args.runs, methods=args.methods)
     table["pareto"] = pareto_front(table)
     if args.out:
-        writers = {".csv": lambda path: table.to_csv(path, index=False),
-                   ".tex": lambda path: table.drop(columns=["path"]).to_latex(path, index=False, float_format="%.3f")}
-        suffix = args.out[args.out.rfind("."):]
-        if suffix not in writers:
-            raise ValueError(f"--out {args.out}: expected a .csv or .tex file name")
-        writers[suffix](args.out)
+        write_table(table, args.out)
     print(table.drop(columns=["path"]).to_string(index=False))
     return 0
 
@@ -173,7 +168,7 @@ def _figures(args: argparse.Namespace) -> int:
 def _app_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--runs", help="runs root (default: $ASELECT_RUNS, else ./runs when it holds runs, "
                                   "else the shipped data/demo_runs)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port to serve on")
     p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
 
 
@@ -189,10 +184,10 @@ def _demo_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--quick", action="store_true", help="a tiny budget (a few minutes on 2 CPU cores)")
     p.add_argument("--out", help="runs root to fill (default: the shipped data/demo_runs when complete, "
                                  "else runs/demo or runs/demo-quick)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=0, help="seed of every demo run")
     p.add_argument("--no-app", action="store_true", help="train and analyse only")
     p.add_argument("--slim", action="store_true", help="keep half-precision EMA weights only (for shipping runs)")
-    p.add_argument("--port", type=int, default=8501)
+    p.add_argument("--port", type=int, default=8501, help="port of the app")
 
 
 @command("demo", "train -> analyse -> app on embedded data (skips what already exists)", _demo_args)

@@ -60,3 +60,16 @@ def test_train_analyze_select_round(tmp_path, capsys):
     assert main(["figures", str(out), "--out", str(tmp_path / "figs"), "--format", "png"]) == 0
     assert (tmp_path / "figs" / "run" / "probe_heatmap.png").is_file()
     assert (tmp_path / "figs" / "run" / "probe_heatmap.csv").is_file()
+
+
+def test_resume_reads_the_run_dirs_config_and_warns_on_stderr(tmp_path, capsys):
+    out = tmp_path / "run"
+    flags = ["--data", "digits", "--model", "DiT-T/4", "--image-size", "8", "--batch-size", "16", "--lr", "3e-4",
+             "--checkpoint-every", "2", "--out", str(out), "--no-progress"]
+    assert main(["train", *flags, "--steps", "4"]) == 0
+    newest = out / "checkpoints" / "step_0000004.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])  # corrupt: resume falls back to step 2
+    capsys.readouterr()
+    assert main(["train", "--resume", "--out", str(out), "--steps", "6", "--no-progress"]) == 0
+    assert "aselect train: WARNING: skipping bad checkpoint" in capsys.readouterr().err
+    assert RunDir(out).config().lr == 3e-4 and RunDir(out).latest()["step"] == 6

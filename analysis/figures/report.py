@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from analysis.compare import compare_runs, pareto_front
+from analysis.compare import compare_runs, pareto_front, write_table
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
                                        hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto, probe_curves,
                                        probe_heatmap, umap_grid)
@@ -115,10 +115,7 @@ def comparison_table(runs: Sequence[str | Path]) -> pd.DataFrame:
 
 def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
     """comparison.csv and comparison.tex (booktabs, LaTeX-escaped, 3 decimals, – for missing, no local paths)."""
-    csv, tex = out / "comparison.csv", out / "comparison.tex"
-    table.to_csv(csv, index=False)
-    tex.write_text(table.drop(columns="path").to_latex(index=False, escape=True, float_format="%.3f", na_rep="–"))
-    return [csv, tex]
+    return [write_table(table, out / "comparison.csv"), write_table(table, out / "comparison.tex")]
 
 
 # -- the batch -------------------------------------------------------------------------------------------------

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
 
 import yaml
@@ -48,12 +49,23 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="policy keyword argument (repeatable), e.g. --policy-arg k=10")
     p.add_argument("--conditional", action="store_true", default=None,
                    help="train class-conditionally (label dropout); default: unconditional (null class)")
-    p.add_argument("--resume", action="store_true", help="continue from the run dir's latest good checkpoint")
+    p.add_argument("--resume", action="store_true",
+                   help="continue from the run dir's latest good checkpoint, with its recorded config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
+def base_config(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings flags start from: --config, else (with --resume) the run dir's own config.json, else defaults."""
+    if args.config:
+        return TrainConfig.from_file(args.config).to_dict()
+    recorded = Path(args.out) / "config.json" if args.out else None
+    if args.resume and recorded is not None and recorded.is_file():
+        return TrainConfig.from_file(recorded).to_dict()
+    return {}
+
+
 def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    base = TrainConfig.from_file(args.config).to_dict() if args.config else {}
+    base = base_config(args)
     for flag, (name, _, _) in FLAGS.items():
         value = getattr(args, name)
         if value is not None:

@@ -151,14 +151,19 @@ class Trainer:
 
     # -- set-up -------------------------------------------------------------------------------------------
     def _logger(self) -> logging.Logger:
+        """Everything to train.log; warnings and errors (a skipped checkpoint, a stop) to stderr as well."""
         log = logging.getLogger(f"aselect.train.{id(self)}")
         log.setLevel(logging.INFO)
         log.propagate = False
         if self.ctx.is_main:
             self.run.path.mkdir(parents=True, exist_ok=True)
-            handler = logging.FileHandler(self.run.log_path)
-            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
-            log.addHandler(handler)
+            to_file = logging.FileHandler(self.run.log_path)
+            to_file.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+            to_stderr = logging.StreamHandler()
+            to_stderr.setLevel(logging.WARNING)
+            to_stderr.setFormatter(logging.Formatter("aselect train: %(levelname)s: %(message)s"))
+            log.addHandler(to_file)
+            log.addHandler(to_stderr)
         return log
 
     def prepare(self) -> None:
