@@ -175,6 +175,7 @@ def test_hard_kill_then_resume_matches_uninterrupted(tmp_path):
         time.sleep(0.01)
     proc.wait()
     killed_at = json.loads(latest.read_text())["step"]
+    assert 20 <= killed_at < 40, f"the kill landed at step {killed_at}, not mid-run"
     subprocess.run(_cli("--steps", "40", "--checkpoint-every", "10", "--out", str(tmp_path / "b"), "--resume"),
                    check=True, env=_env(), capture_output=True)
     a, b = weights(tmp_path / "a"), weights(tmp_path / "b")
