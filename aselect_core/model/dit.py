@@ -187,6 +187,18 @@ class FinalLayer(nn.Module):
         return self.linear(modulate(self.norm_final(x), shift, scale))  # (B, N, p*p*C_out)
 
 
+def resolve_layers(layers: Iterable[int] | None, depth: int, owner: str) -> list[int]:
+    """Block indices, 0-based, negatives counted from the end; None = all blocks. Sorted, distinct."""
+    if layers is None:
+        return list(range(depth))
+    out = set()
+    for i in layers:
+        if not -depth <= int(i) < depth:
+            raise ValueError(f"{owner}: layer {i} out of range for depth {depth}")
+        out.add(int(i) % depth)
+    return sorted(out)
+
+
 class DiT(nn.Module):
     """Diffusion transformer on (B, C, H, W) inputs; predicts noise (and the variance when learn_sigma).
 
@@ -281,15 +293,7 @@ class DiT(nn.Module):
         return torch.cat([torch.cat([half_eps, half_eps], dim=0), rest], dim=1)
 
     def resolve_layers(self, layers: Iterable[int] | None) -> list[int]:
-        """Block indices, 0-based, negatives counted from the end; None = all blocks. Sorted, distinct."""
-        if layers is None:
-            return list(range(self.depth))
-        out = set()
-        for i in layers:
-            if not -self.depth <= int(i) < self.depth:
-                raise ValueError(f"DiT.forward_features: layer {i} out of range for depth {self.depth}")
-            out.add(int(i) % self.depth)
-        return sorted(out)
+        return resolve_layers(layers, self.depth, "DiT.forward_features")
 
     def forward_features(self, x: Tensor, t: Tensor, y: Tensor | None = None, layers: Iterable[int] | None = None,
                          kinds: Sequence[str] = ("block",)) -> dict[str, Tensor]:

@@ -19,7 +19,7 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from aselect_core.model.dit import DIT_CONFIGS, Attention, Mlp, PatchEmbed, sincos_pos_embed_2d
+from aselect_core.model.dit import DIT_CONFIGS, Attention, Mlp, PatchEmbed, resolve_layers, sincos_pos_embed_2d
 
 MAE_FEATURE_KINDS = ("embed", "block")  # the kinds `MAE.forward_features` accepts
 
@@ -141,15 +141,7 @@ class MAE(nn.Module):
         return loss, pred, mask
 
     def resolve_layers(self, layers: Iterable[int] | None) -> list[int]:
-        """Block indices, 0-based, negatives counted from the end; None = all blocks. Sorted, distinct."""
-        if layers is None:
-            return list(range(self.depth))
-        out = set()
-        for i in layers:
-            if not -self.depth <= int(i) < self.depth:
-                raise ValueError(f"MAE.forward_features: layer {i} out of range for depth {self.depth}")
-            out.add(int(i) % self.depth)
-        return sorted(out)
+        return resolve_layers(layers, self.depth, "MAE.forward_features")
 
     def forward_features(self, x: Tensor, layers: Iterable[int] | None = None,
                          kinds: Sequence[str] = ("block",)) -> dict[str, Tensor]:
