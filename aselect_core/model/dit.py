@@ -199,6 +199,17 @@ def resolve_layers(layers: Iterable[int] | None, depth: int, owner: str) -> list
     return sorted(out)
 
 
+def init_linears_xavier(model: nn.Module, patch_conv: nn.Conv2d) -> None:
+    """Xavier-uniform weights and zero biases for every Linear, and the patch conv initialised like a Linear
+    (the DiT and MAE reference inits share this start)."""
+    for module in model.modules():
+        if isinstance(module, nn.Linear):
+            nn.init.xavier_uniform_(module.weight)
+            nn.init.zeros_(module.bias)
+    w = patch_conv.weight.data  # (D, C, p, p) viewed as (D, C·p·p)
+    nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+
+
 class DiT(nn.Module):
     """Diffusion transformer on (B, C, H, W) inputs; predicts noise (and the variance when learn_sigma).
 
@@ -235,14 +246,9 @@ class DiT(nn.Module):
 
     def initialize_weights(self) -> None:
         """The reference init: xavier linears, sin-cos pos_embed, N(0, 0.02) label table and t-MLP, adaLN-Zero."""
-        for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
+        init_linears_xavier(self, self.x_embedder.proj)
         pos = sincos_pos_embed_2d(self.pos_embed.shape[-1], self.x_embedder.grid_size)  # (N, D)
         self.pos_embed.data.copy_(pos.unsqueeze(0).to(self.pos_embed.device))
-        w = self.x_embedder.proj.weight.data  # init the patch conv like a linear layer
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.y_embedder.embedding_table.weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[0].weight, std=0.02)
         nn.init.normal_(self.t_embedder.mlp[2].weight, std=0.02)

@@ -19,7 +19,8 @@ from typing import Any, Iterable, Sequence
 import torch
 from torch import Tensor, nn
 
-from aselect_core.model.dit import DIT_CONFIGS, Attention, Mlp, PatchEmbed, resolve_layers, sincos_pos_embed_2d
+from aselect_core.model.dit import (DIT_CONFIGS, Attention, Mlp, PatchEmbed, init_linears_xavier, resolve_layers,
+                                    sincos_pos_embed_2d)
 
 MAE_FEATURE_KINDS = ("embed", "block")  # the kinds `MAE.forward_features` accepts
 
@@ -91,15 +92,11 @@ class MAE(nn.Module):
 
     def initialize_weights(self) -> None:
         """MAE's init: xavier linears (and patch conv), zero biases, LayerNorm (1, 0), N(0, 0.02) mask token."""
+        init_linears_xavier(self, self.x_embedder.proj)
         for module in self.modules():
-            if isinstance(module, nn.Linear):
-                nn.init.xavier_uniform_(module.weight)
-                nn.init.zeros_(module.bias)
-            elif isinstance(module, nn.LayerNorm):
+            if isinstance(module, nn.LayerNorm):
                 nn.init.ones_(module.weight)
                 nn.init.zeros_(module.bias)
-        w = self.x_embedder.proj.weight.data
-        nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         nn.init.normal_(self.mask_token, std=0.02)
 
     @property

@@ -84,6 +84,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     return tensors, sidecar
 
 
+def is_slim(sidecar: dict[str, Any]) -> bool:
+    """True for a slim export (EMA weights only, see `export.py`): loadable, not resumable."""
+    return bool(sidecar.get("slim"))
+
+
 def list_checkpoints(ckpt_dir: Path) -> list[Path]:
     """Checkpoint files in the folder, oldest first."""
     return sorted(ckpt_dir.glob("step_*.safetensors")) if ckpt_dir.is_dir() else []

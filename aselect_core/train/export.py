@@ -16,10 +16,6 @@ from aselect_core.train.rundir import RunDir
 KEEP_FLOAT32 = ("ema.pos_embed",)  # the fixed sin-cos table: exact values, few numbers
 
 
-def is_slim(sidecar: dict) -> bool:
-    return bool(sidecar.get("slim"))
-
-
 def slim_run(run: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     """Replace the run's checkpoints by its latest one's EMA weights in `dtype`; returns the new checkpoint path."""
     rd = RunDir(Path(run))
@@ -27,7 +23,7 @@ def slim_run(run: str | Path, dtype: torch.dtype = torch.float16) -> Path:
     if path is None:
         raise ValueError(f"{rd.latest_path}: no checkpoint to slim")
     tensors, sidecar = ck.load_checkpoint(path)
-    if is_slim(sidecar):
+    if ck.is_slim(sidecar):
         return path
     with safe_open(str(path), framework="pt") as f:
         metadata = f.metadata()

@@ -179,7 +179,7 @@ class Trainer:
             self.run.write_config(self.config)
 
     def _restore(self, path: Path, tensors: dict[str, Tensor], sidecar: dict[str, Any]) -> None:
-        if sidecar.get("slim"):
+        if ck.is_slim(sidecar):
             raise TrainingError(f"{path}: a slim export (EMA weights only) cannot be resumed; train a new run")
         if sidecar.get("config_hash") != self.config.hash():
             raise TrainingError(f"{path}: written by a different config (hash {sidecar.get('config_hash')} != "
