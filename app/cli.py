@@ -146,8 +146,10 @@ def _compare(args: argparse.Namespace) -> int:
 
 # -- figures --------------------------------------------------------------------------------------------------
 def _figures_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("runs", nargs="+", help="run dirs")
+    p.add_argument("runs", nargs="*", default=[], help="run dirs")
     p.add_argument("--out", required=True, help="folder for the figures, their CSV data and the LaTeX table")
+    p.add_argument("--seed-table", help="also the seed table's figure and LaTeX from this CSV "
+                                        "(bench/seed_table.py writes bench/results/seed_table.csv)")
     p.add_argument("--format", default="pdf,svg,png", help="comma-separated: pdf, svg, png")
 
 
@@ -159,7 +161,8 @@ def _figures(args: argparse.Namespace) -> int:
     from analysis.figures import write_figures
 
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    paths = write_figures(args.runs, args.out, formats=tuple(args.format.split(",")), progress=True)
+    paths = write_figures(args.runs, args.out, formats=tuple(args.format.split(",")), progress=True,
+                          seed_table=args.seed_table)
     print(f"wrote {len(paths)} files under {args.out}")
     return 0
 

@@ -6,6 +6,7 @@ a page renders from the stored analyses without recomputing, and a rewritten fil
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
@@ -20,6 +21,7 @@ from aselect_core.train.rundir import RunDir
 
 ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
+SEED_TABLE_ENV = "ASELECT_SEED_TABLE"
 
 
 @dataclass(frozen=True)
@@ -37,6 +39,11 @@ class Run:
 
 def runs_root() -> Path:
     return resolve_runs_root(None)
+
+
+def seed_table_path() -> Path:
+    """The seed table the Compare page shows: $ASELECT_SEED_TABLE, else bench/seed_table.py's output here."""
+    return Path(os.environ.get(SEED_TABLE_ENV) or Path(__file__).resolve().parents[1] / "bench/results/seed_table.csv")
 
 
 def stamp(*paths: Path) -> tuple[float, ...]:

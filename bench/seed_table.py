@@ -19,10 +19,11 @@ counted image-passes. Every trained row spends the same budget, so its cost is ~
 a little less: whole selector updates only): the rows are compared on accuracy at equal cost, which is the
 question the seed's cost column (10%, 8%, 1%) leaves open.
 
-Runs live under runs/bench/seed_table[_quick]/ (git-ignored) and are resumed, so a rerun only redoes what is
-missing. Writes bench/results/seed_table[_quick].csv and .tex. Usage:
+Runs live under runs/bench/policies[_quick]/ (git-ignored), shared with bench/selector_vs_uniform.py (its
+seed-0 uniform, uniform-subset and learned runs are this table's), and are resumed, so a rerun only redoes what
+is missing. Writes bench/results/seed_table[_quick].csv, .tex and the figure .png/.pdf. Usage:
 
-    python bench/seed_table.py [--quick] [--budget 384000] [--seeds 0 1 2] [--datasets mnist5k shapes]
+    python bench/seed_table.py [--quick] [--budget 153600] [--seeds 0 1 2] [--datasets mnist5k shapes]
 """
 from __future__ import annotations
 
@@ -39,12 +40,12 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
 
 from analysis.baselines import INITS, pixel_grid, random_init_grid  # noqa: E402
-from analysis.selection import default_timesteps, select_timestep  # noqa: E402
-from aselect_core.train import RunDir, TrainConfig, train  # noqa: E402
-from bench.selector_vs_uniform import steps_within  # noqa: E402
+from analysis.figures import export_figure, seed_table_dots  # noqa: E402
+from analysis.seed_table import FULL, summarise, to_latex  # noqa: E402
+from analysis.selection import select_timestep  # noqa: E402
+from aselect_core.train import RunDir  # noqa: E402
+from bench.budget import add_run_args, finish_args, train_at_budget  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-FULL = "Full diffusion (uniform)"
 
 
 @dataclass(frozen=True)
@@ -70,14 +71,8 @@ ROWS: dict[str, Trained | str] = {  # label -> a trained run, or the name of an 
 
 
 def train_row(data: str, row: Trained, seed: int, args: argparse.Namespace) -> Path:
-    """Train `row` on `data` for as many steps as fit the image-pass budget; returns the run dir."""
-    steps = steps_within(args.budget, row.policy, row.policy_kwargs, args.batch_size)
-    config = TrainConfig(data=data, model=args.model, objective=row.objective, policy=row.policy,
-                         policy_kwargs=row.policy_kwargs, steps=steps, batch_size=args.batch_size, lr=args.lr,
-                         seed=seed, image_size=args.image_size, checkpoint_every=steps, keep_last=1,
-                         curriculum_every=max(1, steps // 20), device=args.device, resume=True,
-                         out=str(args.runs / data / f"{row.key}-s{seed}-b{args.batch_size}-p{args.budget}"))
-    return train(config, progress=not args.quiet)
+    """Train `row` on `data` at the shared budget (bench/budget.py); returns the run dir."""
+    return train_at_budget(data, row.policy, row.policy_kwargs, seed, args, objective=row.objective, key=row.key)
 
 
 def measure_trained(run: Path, row: Trained, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -118,54 +113,14 @@ def per_seed(data: str, seed: int, args: argparse.Namespace) -> list[dict[str, A
     return out
 
 
-def summarise(records: pd.DataFrame) -> pd.DataFrame:
-    """Mean ± std over seeds per (dataset, method), cost relative to the same seed's Full run."""
-    full = records[records.method == FULL].set_index(["dataset", "seed"]).image_passes
-    records = records.assign(cost=records.image_passes / [full[d, s] for d, s in zip(records.dataset, records.seed)])
-    records["cell"] = [f"t={t}/{layer}" for t, layer in zip(records.timestep, records.layer)]
-    g = records.groupby(["dataset", "method"], sort=False)
-    return pd.DataFrame({
-        "effective_timesteps": g.effective_timesteps.mean(), "accuracy_mean": g.accuracy.mean(),
-        "accuracy_std": g.accuracy.std(ddof=1), "n_seeds": g.seed.nunique(),
-        "best_cells": g.cell.agg(" ".join), "steps": g.steps.mean(), "image_passes": g.image_passes.mean(),
-        "cost_relative_to_full": g.cost.mean()}).reset_index()
-
-
-def to_latex(table: pd.DataFrame) -> str:
-    """The table as the seed prints it: method, effective timesteps, probe accuracy (%), cost relative to Full."""
-    show = pd.DataFrame({
-        "Dataset": table.dataset, "Method": table.method,
-        "Effective timesteps": table.effective_timesteps.map(lambda v: "--" if math.isnan(v) else f"{v:.0f}"),
-        "Linear probe (%)": [f"{100 * m:.1f}" + ("" if math.isnan(s) else f" $\\pm$ {100 * s:.1f}")
-                             for m, s in zip(table.accuracy_mean, table.accuracy_std)],
-        "Cost vs Full": table.cost_relative_to_full.map(lambda v: f"{100 * v:.0f}\\%")})
-    return show.to_latex(index=False)
-
-
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--datasets", nargs="+", default=["mnist5k", "shapes"])
+    add_run_args(ap)
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--model", default="DiT-T/4", help="DiT config; the MAE gets its encoder shape")
-    ap.add_argument("--budget", type=int, default=3 * 64 * 2000, help="counted image-passes per trained run "
-                    "(default: 2000 uniform steps of batch 64)")
-    ap.add_argument("--batch-size", type=int, default=64)
-    ap.add_argument("--lr", type=float, default=3e-4)
-    ap.add_argument("--image-size", type=int, default=32)
-    ap.add_argument("--probe-images", type=int, default=1000)
-    ap.add_argument("--probe-timesteps", type=int, nargs="+", default=None, help="default: 20 evenly spaced")
     ap.add_argument("--random-init", default="random-gates", choices=list(INITS))
-    ap.add_argument("--device", default="cpu", choices=["cpu", "cuda", "auto"])
-    ap.add_argument("--runs", type=Path, default=ROOT / "runs" / "bench" / "seed_table")
-    ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
-    ap.add_argument("--quick", action="store_true", help="smoke run: tiny budget, one seed, small probe grid")
-    ap.add_argument("--quiet", action="store_true")
-    args = ap.parse_args(argv)
+    args = finish_args(ap.parse_args(argv))
     if args.quick:
-        args.budget, args.batch_size, args.seeds, args.image_size, args.probe_images = 3 * 16 * 8, 16, [0], 16, 64
-        args.probe_timesteps = args.probe_timesteps or [0, 500]
-        args.runs = args.runs.with_name(args.runs.name + "_quick")
-    args.probe_timesteps = args.probe_timesteps or default_timesteps(1000)
+        args.seeds = [0]
     return args
 
 
@@ -178,8 +133,9 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     stem = args.results / f"seed_table{'_quick' if args.quick else ''}"
     table.to_csv(stem.with_suffix(".csv"), index=False)
     stem.with_suffix(".tex").write_text(to_latex(table))
+    export_figure(*seed_table_dots(table), args.results, stem.name, formats=("png", "pdf"))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {stem}.csv and .tex ({time.perf_counter() - start:.0f} s)")
+    print(f"wrote {stem}.csv, .tex and the figure {stem.name}.png/.pdf ({time.perf_counter() - start:.0f} s)")
     return table
 
 

@@ -2,11 +2,14 @@
 its widgets change what it shows; background jobs report progress, failure and cancellation."""
 from __future__ import annotations
 
+import base64
 import json
 import sys
 import time
 from pathlib import Path
 
+import numpy as np
+import pandas as pd
 import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
@@ -14,6 +17,7 @@ from streamlit.testing.v1 import AppTest
 from analysis.pipeline import analyze_run
 from app import jobs
 from app.serve import RUNS_ENV, resolve_runs_root
+from app.state import SEED_TABLE_ENV
 
 APP = Path(__file__).resolve().parents[1] / "app"
 PAGES = {"runs": APP / "Home.py", **{p.stem.split("_", 1)[1].lower(): p for p in sorted((APP / "pages").glob("*.py"))}}
@@ -119,6 +123,20 @@ def test_compare_table_and_pareto(app):
     oracle = charts(at)[0]["data"]
     at.radio[0].set_value("hfr_accuracy").run()
     assert not at.exception and charts(at)[0]["data"] != oracle
+
+
+def test_compare_shows_the_seed_table(app, monkeypatch, tmp_path):
+    from analysis.seed_table import TABLE_COLUMNS
+    table = pd.DataFrame([["mnist5k", m, 1000.0, acc, 0.01, 3, "t=0/block.1", 800.0, 153600.0, 1.0]
+                          for m, acc in (("Full diffusion (uniform)", 0.8), ("Raw pixels", 0.7))], columns=TABLE_COLUMNS)
+    table.to_csv(tmp_path / "seed_table.csv", index=False)
+    monkeypatch.setenv(SEED_TABLE_ENV, str(tmp_path / "seed_table.csv"))
+    at = app("compare")
+    assert at.dataframe[1].value.method.tolist() == table.method.tolist() and len(charts(at)) == 2
+    x = charts(at)[1]["data"][0]["x"]  # plotly ships float arrays base64-encoded
+    assert np.frombuffer(base64.b64decode(x["bdata"]), x["dtype"]).tolist() == [0.8, 0.7]
+    at.text_input(key="seed_table_path").set_value(str(tmp_path / "none.csv")).run()
+    assert not at.exception and len(at.dataframe) == 1 and "No seed table at" in at.info[0].value
 
 
 def test_figures_preview_follows_the_choice(app):

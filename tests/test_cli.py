@@ -62,6 +62,13 @@ def test_train_analyze_select_round(tmp_path, capsys):
     assert (tmp_path / "figs" / "run" / "probe_heatmap.csv").is_file()
 
 
+def test_figures_needs_runs_or_a_seed_table(tmp_path, capsys):
+    assert main(["figures", "--out", str(tmp_path)]) == 2
+    assert "aselect figures: error: runs: expected at least one run dir, or a seed table" in capsys.readouterr().err
+    assert main(["figures", "--out", str(tmp_path), "--seed-table", str(tmp_path / "t.csv")]) == 2
+    assert f"{tmp_path / 't.csv'}: no seed table there" in capsys.readouterr().err
+
+
 def test_resume_reads_the_run_dirs_config_and_warns_on_stderr(tmp_path, capsys):
     out = tmp_path / "run"
     flags = ["--data", "digits", "--model", "DiT-T/4", "--image-size", "8", "--batch-size", "16", "--lr", "3e-4",

@@ -44,7 +44,7 @@ def _name(action: argparse.Action) -> str:
 
 
 def _default(action: argparse.Action) -> str:
-    if action.required or not action.option_strings:
+    if action.required or (not action.option_strings and action.nargs not in ("*", "?")):
         return "required"
     if action.nargs == 0:  # a switch: off unless given
         return ""

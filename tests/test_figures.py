@@ -14,7 +14,8 @@ from PIL import Image
 from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid, build_figure,
                               class_curriculum_heatmap, comparison_table, curriculum_heatmap, export_figure,
                               export_session, find_browser, hfr_scatter, immse_curve, loss_by_bin, mi_curves,
-                              missing_inputs, policy_pareto, probe_curves, probe_heatmap, umap_grid, write_figures)
+                              missing_inputs, policy_marginals, policy_pareto, probe_curves, probe_heatmap,
+                              seed_table_dots, umap_grid, write_figures)
 from analysis.compare import pareto_front
 from analysis.figures.export import RASTER_SCALE
 
@@ -85,6 +86,21 @@ def comparison_frame() -> pd.DataFrame:
                          "oracle_accuracy": [0.80, 0.90, 0.70, 0.85, 0.60, 0.65]})
 
 
+def marginal_curricula() -> dict:
+    """Final p(t) of three policies on two datasets: uniform, a 2-bin subset, and a selector leaning to late bins."""
+    subset = curriculum_frame().assign(probability=lambda d: np.where(d.bin.isin([1, 3]), 0.5, 0.0))
+    return {(data, policy): frame for data in ("mnist5k", "shapes")
+            for policy, frame in (("uniform", curriculum_frame(steps=(0,))), ("uniform-subset", subset),
+                                  ("learned", curriculum_frame()))}
+
+
+def seed_frame() -> pd.DataFrame:
+    """analysis.seed_table's summary columns: two datasets, three methods."""
+    return pd.DataFrame({"dataset": ["mnist5k"] * 3 + ["shapes"] * 3, "method": ["Full", "learned", "Raw pixels"] * 2,
+                         "accuracy_mean": [0.8, 0.82, 0.75, 0.3, 0.35, 0.2],
+                         "accuracy_std": [0.01, 0.02, np.nan, 0.03, 0.01, np.nan], "n_seeds": [3] * 6})
+
+
 def umap_frame() -> pd.DataFrame:
     rng = np.random.default_rng(1)
     return pd.DataFrame([{"timestep": t, "index": i, "x": rng.normal(), "y": rng.normal(), "label": i % 3}
@@ -107,6 +123,8 @@ BUILDS = {
     "class_curriculum_heatmap": lambda: class_curriculum_heatmap(classes_frame()),
     "loss_by_bin": lambda: loss_by_bin(metrics_frame(), window=3),
     "policy_pareto": lambda: policy_pareto(comparison_frame()),
+    "policy_marginals": lambda: policy_marginals(marginal_curricula()),
+    "seed_table_dots": lambda: seed_table_dots(seed_frame()),
     "umap_grid": lambda: umap_grid(umap_frame()),
     "attribution_grid": lambda: attribution_grid(**attribution_arrays()),
 }
@@ -210,6 +228,24 @@ def test_policy_pareto_draws_the_compare_front():
     assert drawn == df[pareto_front(df)].run.tolist() == ["a", "b", "e", "f"]  # c, d: costlier and less accurate
 
 
+def test_policy_marginals_are_densities_on_one_axis():
+    fig, data = policy_marginals(marginal_curricula())
+    assert [t.name for t in fig.data] == ["uniform", "uniform-subset", "learned"] * 2
+    assert sum(t.showlegend for t in fig.data) == 3  # one legend entry per policy, not per panel
+    mass = (data.density * data.width).groupby(data.trace).sum()
+    np.testing.assert_allclose(mass, 1.0)  # each trace is a probability density over t
+    subset = data[data.series == "uniform-subset"]
+    assert set(subset[subset.density > 0].bin) == {1, 3} and subset.density.max() == pytest.approx(0.5 / 200)
+    assert (data[data.series == "learned"].step == 6).all()  # the last snapshot by default
+
+
+def test_seed_table_dots_whiskers_are_the_std():
+    fig, data = seed_table_dots(seed_frame())
+    assert len(fig.data) == 2 and list(fig.layout.yaxis.categoryarray) == ["Raw pixels", "learned", "Full"]
+    np.testing.assert_allclose(fig.data[1].error_x.array, [0.03, 0.01, 0.0])  # shapes; no std -> no whisker
+    assert data[data.dataset == "shapes"].accuracy_mean.tolist() == [0.3, 0.35, 0.2]
+
+
 def test_builders_refuse_bad_inputs():
     with pytest.raises(ValueError, match=r"probe: expected columns .* missing \['accuracy'\]"):
         probe_heatmap(probe_frame().drop(columns="accuracy"))
@@ -310,6 +346,19 @@ def test_write_figures_on_a_tiny_run(browser, run, tmp_path, caplog):
 def test_write_figures_refuses_non_runs(tmp_path):
     with pytest.raises(ValueError, match="runs: .* is not a run dir"):
         write_figures([tmp_path], tmp_path / "out", progress=False)
+    with pytest.raises(ValueError, match="runs: expected at least one run dir, or a seed table"):
+        write_figures([], tmp_path / "out", progress=False)
+    with pytest.raises(FileNotFoundError, match="no seed table there"):
+        write_figures([], tmp_path / "out", progress=False, seed_table=tmp_path / "none.csv")
+
+
+def test_write_figures_of_a_seed_table_alone(browser, tmp_path):
+    table = seed_frame().assign(effective_timesteps=[1000.0, 40.0, np.nan] * 2, best_cells="t=0/block.1",
+                                steps=800.0, image_passes=153600.0, cost_relative_to_full=[1.0, 0.99, 0.0] * 2)
+    table.to_csv(tmp_path / "seed_table.csv", index=False)
+    paths = write_figures([], tmp_path / "out", formats=("png",), progress=False, seed_table=tmp_path / "seed_table.csv")
+    assert sorted(p.name for p in paths) == ["seed_table.csv", "seed_table.png", "seed_table.tex"]
+    assert "82.0 $\\pm$ 2.0" in (tmp_path / "out" / "seed_table.tex").read_text()
 
 
 def test_registry_names_existing_builders():

@@ -217,6 +217,30 @@ def curriculum_heatmap(curriculum: pd.DataFrame, size: str = "one", height: int 
     return plot.result()
 
 
+def policy_marginals(curricula: dict[tuple[str, str], pd.DataFrame], step: int | None = None, size: str = "two",
+                     height: int | None = None) -> Built:
+    """Each policy's p(t) at `step` (None = each run's last snapshot) as a density over t (bin probability per
+    timestep of the bin, a step per bin), one panel per dataset: `{(dataset, policy): curriculum}` on one axis."""
+    datasets = ordered(d for d, _ in curricula)
+    policies = list(dict.fromkeys(p for _, p in curricula))
+    color = dict(zip(policies, colors(len(policies))))
+    plot = Plot(new_figure(size, height or 300, rows=1, cols=len(datasets), shared_yaxes=True,
+                           subplot_titles=datasets, horizontal_spacing=0.04))
+    for (dataset, policy), curriculum in curricula.items():
+        at = curriculum[curriculum.step == (curriculum.step.max() if step is None else step)]
+        if at.empty:
+            raise ValueError(f"step: curricula[{dataset}, {policy}] has no snapshot at step {step}")
+        rows = (at[["step", "bin", "probability"]].merge(bin_table(curriculum), on="bin").sort_values("bin")
+                .assign(dataset=dataset, policy=policy))
+        rows["density"] = rows.probability / rows.width
+        plot.line(rows, "t_mid", "density", policy, row=1, col=datasets.index(dataset) + 1, mode="lines",
+                  line_shape="hvh", line=dict(color=color[policy], width=1.5), legendgroup=policy,
+                  showlegend=dataset == datasets[0])
+    plot.fig.update_xaxes(title_text="timestep t")
+    plot.fig.update_layout(yaxis_title="p(t) per timestep", margin_t=3 * TITLE_MARGIN // 2, legend_y=1.1)
+    return plot.result()
+
+
 def class_curriculum_heatmap(classes: pd.DataFrame, step: int | None = None, size: str = "one",
                              height: int | None = None) -> Built:
     """Per-class p(t | y) of an image-dependent policy at `step` (None = last): which labels want which t."""
@@ -279,6 +303,24 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
                           marker=dict(color=color[policy], symbol=symbol[dataset], size=7))
     plot.fig.update_layout(xaxis_title="training cost [image-passes]", yaxis_title=accuracy.replace("_", " "),
                            legend_entrywidth=0.5)  # "policy · dataset" entries are long: two per row
+    return plot.result()
+
+
+def seed_table_dots(table: pd.DataFrame, size: str = "two", height: int | None = None) -> Built:
+    """The seed table (`analysis.seed_table`): linear-probe accuracy per method, mean ± std over seeds as a dot
+    with whiskers, one panel per dataset, methods top to bottom in the table's order."""
+    _require(table, ["dataset", "method", "accuracy_mean", "accuracy_std", "n_seeds"], "table")
+    datasets, methods = ordered(table.dataset), list(dict.fromkeys(table.method))
+    plot = Plot(new_figure(size, height or 60 + 22 * len(methods), rows=1, cols=len(datasets), shared_yaxes=True,
+                           subplot_titles=datasets, horizontal_spacing=0.04))
+    for i, dataset in enumerate(datasets, start=1):
+        rows = table[table.dataset == dataset][["dataset", "method", "accuracy_mean", "accuracy_std", "n_seeds"]]
+        plot.line(rows, "accuracy_mean", "method", dataset, row=1, col=i, mode="markers", showlegend=False,
+                  marker=dict(color="black", size=6),
+                  error_x=dict(type="data", array=rows.accuracy_std.fillna(0).to_numpy(), thickness=1, width=3))
+    plot.fig.update_yaxes(categoryorder="array", categoryarray=methods[::-1], automargin=True)
+    plot.fig.update_xaxes(title_text="linear-probe accuracy (mean ± std over seeds)")
+    plot.fig.update_layout(margin_t=TITLE_MARGIN)
     return plot.result()
 
 

@@ -21,8 +21,9 @@ from tqdm.auto import tqdm
 from analysis.compare import compare_runs, pareto_front, write_table
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
                                        hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto, probe_curves,
-                                       probe_heatmap, umap_grid)
+                                       probe_heatmap, seed_table_dots, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
+from analysis.seed_table import load_seed_table, to_latex
 from aselect_core.train.rundir import RunDir, RunDirError
 
 log = logging.getLogger(__name__)
@@ -130,15 +131,19 @@ def _run_names(runs: Sequence[Path]) -> list[str]:
 
 
 def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence[str] = ("pdf", "svg", "png"),
-                  progress: bool = True) -> list[Path]:
+                  progress: bool = True, seed_table: str | Path | None = None) -> list[Path]:
     """Every figure the runs' files allow (OUT/RUN/NAME.{formats,csv}), the cross-run policy Pareto figure and
-    comparison.{csv,tex} in OUT; figures whose inputs are missing or unusable are skipped with a logged reason.
-    One browser serves the whole batch. Returns the written paths."""
+    comparison.{csv,tex} in OUT; with `seed_table` (bench/seed_table.py's CSV) also its figure and seed_table.tex.
+    Figures whose inputs are missing or unusable are skipped with a logged reason. One browser serves the whole
+    batch. Returns the written paths."""
     formats = check_formats(formats)
     runs = [Path(r) for r in runs]
+    if not runs and seed_table is None:
+        raise ValueError("runs: expected at least one run dir, or a seed table")
     for r in runs:
         if not RunDir(r).is_run():
             raise ValueError(f"runs: {r} is not a run dir (no config.json)")
+    table = load_seed_table(seed_table) if seed_table is not None else None  # bad file: fail before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     written: list[Path] = []
@@ -161,6 +166,12 @@ def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence
                 log.warning("skipped %s: missing %s", label, ", ".join(missing))
                 continue
             emit(lambda: build_figure(name, run), out / run_name, name, label)
-        table = comparison_table(runs)
-        emit(lambda: policy_pareto(table), out, "policy_pareto", "policy_pareto")
-    return written + write_comparison(table, out)
+        if runs:
+            comparison = comparison_table(runs)
+            emit(lambda: policy_pareto(comparison), out, "policy_pareto", "policy_pareto")
+            written += write_comparison(comparison, out)
+        if table is not None:
+            emit(lambda: seed_table_dots(table), out, "seed_table", "seed_table")
+            (out / "seed_table.tex").write_text(to_latex(table))
+            written.append(out / "seed_table.tex")
+    return written
