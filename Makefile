@@ -4,7 +4,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(VENV)/bin/pip
 
-.PHONY: env env-dev browser demo demo-quick test
+.PHONY: env env-dev browser demo demo-quick test bench bench-quick
 
 $(VENV)/.installed: requirements.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -32,3 +32,13 @@ demo-quick: env browser
 
 test: env-dev browser
 	$(PY) -m pytest -q
+
+# The measured tables of bench/README.md (hours on 2 CPU cores; one thread per process, two processes fill
+# both cores best) and their smoke versions (about a minute).
+bench: env browser
+	$(PY) bench/selector_vs_uniform.py
+	$(PY) bench/seed_table.py
+
+bench-quick: env browser
+	$(PY) bench/selector_vs_uniform.py --quick
+	$(PY) bench/seed_table.py --quick

@@ -7,8 +7,9 @@ oracle-best (timestep, layer) and at the cells the HFR criterion picks with max 
 
 Prints, per dataset: policy, effective timesteps (exp entropy of the final p(t)), probe accuracies, training
 cost relative to `uniform` (the "full" reference: all T timesteps), steps, image-passes; writes
-bench/results/selector_vs_uniform[_quick].csv and the curriculum figure selector_curricula[_quick].{png,pdf,csv}:
-each policy's final p(t) as a density over t, one panel per dataset. Usage:
+bench/results/selector_vs_uniform[_quick].csv and the curriculum figures (png, pdf, csv): selector_curricula
+(each policy's final p(t) as a density over t, one panel per dataset) and learned_curriculum_DATASET (the
+selector's p(t) over training above its effective number of timesteps). Usage:
 
     python bench/selector_vs_uniform.py [--quick] [--datasets mnist5k shapes] [--budget 153600]
 """
@@ -23,8 +24,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
 
-from analysis.figures.builders import policy_marginals  # noqa: E402
-from analysis.figures.export import export_figure  # noqa: E402
+from analysis.figures import curriculum_heatmap, export_figure, export_session, policy_marginals  # noqa: E402
 from analysis.selection import select_timestep  # noqa: E402
 from aselect_core.train import RunDir  # noqa: E402
 from bench.budget import add_run_args, finish_args, train_at_budget  # noqa: E402
@@ -75,11 +75,16 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     out = args.results / f"selector_vs_uniform{suffix}.csv"
     table.to_csv(out, index=False)
     curricula = {key: RunDir(run).curriculum() for key, run in runs.items()}
-    export_figure(*policy_marginals(curricula), args.results, f"selector_curricula{suffix}", formats=("png", "pdf"))
+    with export_session():
+        export_figure(*policy_marginals(curricula), args.results, f"selector_curricula{suffix}", formats=("png", "pdf"))
+        for (data, policy), curriculum in curricula.items():
+            if policy == "learned":  # how the selector's p(t) moved over training
+                export_figure(*curriculum_heatmap(curriculum), args.results, f"learned_curriculum_{data}{suffix}",
+                              formats=("png", "pdf"))
     shown = ["dataset", "policy", "effective_timesteps", "oracle_accuracy", "hfr_max_accuracy", "hfr_min_accuracy",
              "cost_relative_to_full", "steps", "image_passes", "final_loss"]
     print(table[shown].to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {out} and selector_curricula{suffix}.png/.pdf/.csv ({time.perf_counter() - start:.0f} s)")
+    print(f"wrote {out} and the curriculum figures ({time.perf_counter() - start:.0f} s)")
     return table
 
 
