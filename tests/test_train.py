@@ -16,7 +16,7 @@ from safetensors.torch import load_file
 
 from aselect_core.train import ConfigError, RunDir, TrainConfig, TrainingError, train
 from aselect_core.train import checkpoint as ck
-from aselect_core.train.distributed import DistContext
+from aselect_core.train.distributed import DistContext, sharded_features
 from aselect_core.train.loop import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -184,22 +184,58 @@ def test_hard_kill_then_resume_matches_uninterrupted(tmp_path):
                                   comparable(RunDir(tmp_path / "b").metrics()))
 
 
-def test_ddp_two_cpu_processes(tmp_path):
+@pytest.mark.parametrize("policy, extra", [("loss-aware", []), ("learned", ["--policy-arg", "update_every=2"])])
+def test_ddp_two_cpu_processes(tmp_path, policy, extra):
     out = tmp_path / "ddp"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--standalone",
            "-m", "aselect_core.train", "--no-progress", "--data", "digits", "--model", "DiT-T/4", "--image-size", "8",
-           "--batch-size", "8", "--steps", "6", "--checkpoint-every", "3", "--policy", "loss-aware",
+           "--batch-size", "8", "--steps", "6", "--checkpoint-every", "3", "--policy", policy, *extra,
            "--out", str(out)]
     res = subprocess.run(cmd, env=_env(), capture_output=True, text=True, timeout=300)
     assert res.returncode == 0, res.stderr[-2000:]
     rd = RunDir(out)
     m = rd.metrics()
-    assert list(m.image_passes) == [3 * 8 * 2 * s for s in range(1, 7)]  # both ranks' images counted
+    selector = [2 * 8 * 2 * -(-s // 2) if policy == "learned" else 0 for s in range(1, 7)]  # updates at 0, 2, 4
+    assert list(m.image_passes) == [3 * 8 * 2 * s + sel for s, sel in zip(range(1, 7), selector)]  # both ranks
     tensors, sidecar = ck.load_checkpoint(rd.latest_checkpoint())
     assert sidecar["world_size"] == 2
-    for key in [k for k in tensors if k.startswith("policy.0.") and "generator" not in k]:
+    shared = [k for k in tensors if k.startswith("policy.0.") and "generator" not in k]
+    assert shared  # the selector's weights, optimiser and marginal for the learned policy
+    for key in shared:  # every rank took the same selector steps from the same gathered batch
         assert torch.equal(tensors[key], tensors["policy.1." + key[len("policy.0."):]]), key
     assert not torch.equal(tensors["rng.0.torch"], tensors["rng.1.torch"])  # ranks draw different noise
+
+
+def _toy_features(x0, t, noise=None):
+    """(B, 1): a function of x0, t and the noise that tells every row apart, recording its batch sizes."""
+    _toy_features.sizes.append(len(x0))
+    return ((x0 + noise).flatten(1).sum(1, keepdim=True) * (t[:, None] + 1)).float()
+
+
+def _sharded_rank(rank: int, init: str, out: str) -> None:
+    import torch.distributed as dist
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=2)
+    _toy_features.sizes = []
+    gen = torch.Generator().manual_seed(0)
+    x0, t = torch.randn(8, 1, 2, 2, generator=gen), torch.arange(8)  # the gathered batch, the same on both ranks
+    torch.manual_seed(7)  # the policy's private_rng: the same state on both ranks
+    f = sharded_features(_toy_features, DistContext(rank, 2, torch.device("cpu")))(x0, t)
+    torch.save({"features": f, "sizes": _toy_features.sizes}, f"{out}/rank{rank}.pt")
+    dist.destroy_process_group()
+
+
+def test_sharded_features_split_the_gathered_batch_and_match_one_process(tmp_path):
+    torch.multiprocessing.spawn(_sharded_rank, args=(f"file://{tmp_path}/store", str(tmp_path)), nprocs=2)
+    x0, t = torch.randn(8, 1, 2, 2, generator=torch.Generator().manual_seed(0)), torch.arange(8)
+    torch.manual_seed(7)
+    _toy_features.sizes = []
+    alone = sharded_features(_toy_features, DistContext(0, 1, torch.device("cpu")))  # one process: unchanged
+    expected = _toy_features(x0, t, torch.randn_like(x0))
+    assert alone is _toy_features
+    for rank in (0, 1):
+        got = torch.load(tmp_path / f"rank{rank}.pt", weights_only=True)
+        assert got["sizes"] == [4]  # each rank ran its own half, not all 8 images
+        torch.testing.assert_close(got["features"], expected, rtol=0, atol=0)
 
 
 def test_learned_policy_logs_per_class_curriculum_and_resumes_exactly(tmp_path):

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 import torch
 import torch.distributed as dist
@@ -56,6 +56,24 @@ def all_gather_cat(x: Tensor, ctx: DistContext) -> Tensor:
     parts = [torch.empty_like(x) for _ in range(ctx.world_size)]
     dist.all_gather(parts, x.contiguous())
     return torch.cat(parts)
+
+
+def sharded_features(features: Callable[..., Tensor] | None, ctx: DistContext) -> Callable[..., Tensor] | None:
+    """`features(x0, t)` of a batch gathered from all ranks, each rank computing only its own slice.
+
+    Policies see the gathered batch (B·W images); without this every rank would run the feature passes of all
+    B·W, W times the cost the trainer counts. The noise is drawn for the whole batch first (ranks enter with the
+    same RNG state, so they draw the same noise, as one process would), each rank passes its slice of it to
+    `features(x0, t, noise)`, and the per-rank features are gathered back in rank order."""
+    if features is None or not ctx.enabled:
+        return features
+
+    def run(x0: Tensor, t: Tensor) -> Tensor:
+        noise = torch.randn_like(x0)  # (B·W, C, H, W)
+        n = len(x0) // ctx.world_size
+        mine = slice(ctx.rank * n, (ctx.rank + 1) * n)
+        return all_gather_cat(features(x0[mine], t[mine], noise[mine]), ctx)  # (B·W, D)
+    return run
 
 
 def all_gather_objects(obj: Any, ctx: DistContext) -> list[Any]:

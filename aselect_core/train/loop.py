@@ -31,7 +31,7 @@ from aselect_core.train import checkpoint as ck
 from aselect_core.train.config import TrainConfig
 from aselect_core.train.objectives import OBJECTIVES
 from aselect_core.train.distributed import (DistContext, all_gather_cat, all_gather_objects, any_across, barrier,
-                                            cleanup, init_distributed, mean_across)
+                                            cleanup, init_distributed, mean_across, sharded_features)
 from aselect_core.train.rundir import RunDir, write_parquet
 
 
@@ -145,7 +145,7 @@ class Trainer:
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.bins = loss_bin_columns(config)
         self.state = TrainState()
-        self.features = self.objective.features(self.model, self.schedule)
+        self.features = sharded_features(self.objective.features(self.model, self.schedule), ctx)
         self.ddp = DistributedDataParallel(self.model) if ctx.enabled else None
         self.log = self._logger()  # last: bad data, model or policy settings leave no run dir behind
 

@@ -68,12 +68,13 @@ def dit_metadata(model: DiT) -> dict[str, str]:
 
 
 def dit_features(model: DiT, schedule: NoiseSchedule) -> FeatureFn:
-    """x0 (B,C,H,W), t (B,) -> mean-pooled null-class tokens of the middle block at a fresh x_t, (B, D)."""
+    """x0 (B,C,H,W), t (B,) -> mean-pooled null-class tokens of the middle block at a fresh x_t, (B, D); `noise`
+    (B,C,H,W) fixes x_t's noise (`distributed.sharded_features` draws it for the whole gathered batch)."""
     layer = model.config["depth"] // 2
 
-    def features(x0: Tensor, t: Tensor) -> Tensor:
+    def features(x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         with torch.no_grad():
-            xt = schedule.q_sample(x0, t)
+            xt = schedule.q_sample(x0, t, noise)
             return model.forward_features(xt, t, None, layers=[layer])[f"block.{layer}"].mean(dim=1)
     return features
 
