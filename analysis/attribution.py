@@ -20,14 +20,17 @@ Selector (`selector_attribution`): the learned A-SelecT policy's network g_φ: x
 (B, K) (aselect_core/policies/selector.py); F is the log-odds of an early (low-noise) vs a late bin, or the
 log-probability of one bin. Any `nn.Module` with that signature works.
 
-Runs (`attribution_for_run`): the probe maps of one test image of a run, a LinearProbe fitted at each timestep on
-the run's cached feature bank (`analysis.features`), with that image's fixed probe-protocol noise.
+Runs (`attributions_for_run`, `attribution_for_run` for one image): the probe maps of test images of a run, a
+LinearProbe fitted at each timestep on the run's cached feature bank (`analysis.features`), with each image's
+fixed probe-protocol noise; `write_run_attributions` stores them as RUN/analysis/attribution.npz for the
+`attribution` figure (`aselect analyze --attribution-images N`).
 
 Cost: each attribution runs n_steps forward and backward passes per image (3·n_steps image-passes at one t).
 """
 from __future__ import annotations
 
 import contextlib
+import io
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator, Mapping, Sequence
@@ -42,7 +45,7 @@ from torch import Tensor, nn
 from analysis.features import extract_features, resolve_source, run_splits
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.policies import make_policy
-from aselect_core.train.checkpoint import load_checkpoint, unprefixed
+from aselect_core.train.checkpoint import atomic_write_bytes, load_checkpoint, unprefixed
 from aselect_core.train.rundir import RunDir
 
 BRANCHES = ("attn", "mlp")  # DiTBlock submodules whose outputs block_attribution hooks
@@ -222,22 +225,46 @@ def attribute_across_timesteps(model: nn.Module, probe: ProbeLike | Mapping[int,
     return torch.stack(attrs), torch.stack(deltas)
 
 
-def attribution_for_run(run: str | Path, image: int, target: int, timesteps: Sequence[int], layer: int,
-                        n_images: int, seed: int = 0, n_steps: int = 16) -> tuple[np.ndarray, np.ndarray]:
-    """IG maps of test image `image`'s class-`target` probe logit at each timestep, for block `layer` of the run.
+def attributions_for_run(run: str | Path, images: Sequence[int], timesteps: Sequence[int], layer: int,
+                         n_images: int, seed: int = 0, n_steps: int = 16,
+                         targets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """IG maps of test images `images` (rows of `run_splits(run, n_images, seed).test`) at each timestep, for
+    block `layer` of the run, each image's class-`targets` probe logit (default: its own label).
 
     Probes are fitted per timestep on the pooled train features of `extract_features(run, None, timesteps, [layer],
-    n_images, seed)`; the image is row `image` of `run_splits(run, n_images, seed).test`, noised with its own ε.
-    Returns (maps (n_t, H, W) summed over channels, the image (C, H, W) in [-1, 1]).
+    n_images, seed)`; each image is noised with its own probe-protocol ε. Returns (maps (n_t, n, H, W) summed over
+    channels, the images (n, C, H, W) in [-1, 1], the targets (n,)).
     """
     bank = extract_features(run, None, timesteps, [layer], n_images, seed, progress=False)
     train, key = ~bank.is_test, bank.layers[0]
     probes = {t: LinearProbe.fit(bank.pooled[(t, key)][train], bank.labels[train]) for t in bank.timesteps}
     splits, source = run_splits(run, n_images, seed), resolve_source(run)
-    x0, noise = splits.test.images[image:image + 1], splits.noise("test")[image:image + 1]  # (1, C, H, W) each
+    rows = list(images)
+    x0, noise = splits.test.images[rows], splits.noise("test")[rows]  # (n, C, H, W) each
+    target = splits.test.labels[rows] if targets is None else torch.as_tensor(list(targets))  # (n,)
     attrs, _ = attribute_across_timesteps(source.model, probes, x0, target, timesteps, n_steps, layer=layer,
-                                          schedule=source.schedule, noise=noise)
-    return attrs[:, 0].sum(dim=1).numpy(), x0[0].numpy()
+                                          schedule=source.schedule, noise=noise)  # (n_t, n, C, H, W)
+    return attrs.sum(dim=2).numpy(), x0.numpy(), target.numpy()
+
+
+def attribution_for_run(run: str | Path, image: int, target: int, timesteps: Sequence[int], layer: int,
+                        n_images: int, seed: int = 0, n_steps: int = 16) -> tuple[np.ndarray, np.ndarray]:
+    """`attributions_for_run` of one test image and target: (maps (n_t, H, W), the image (C, H, W))."""
+    maps, x0, _ = attributions_for_run(run, [image], timesteps, layer, n_images, seed, n_steps, targets=[target])
+    return maps[:, 0], x0[0]
+
+
+def write_run_attributions(run: str | Path, images: Sequence[int], timesteps: Sequence[int], layer: int,
+                           n_images: int, seed: int = 0, n_steps: int = 16) -> Path:
+    """`attributions_for_run` (own-label targets) written atomically to RUN/analysis/attribution.npz, the file the
+    `attribution` figure reads: attributions (n_t, n, H, W), timesteps (n_t,), images, targets, layer."""
+    maps, x0, targets = attributions_for_run(run, images, timesteps, layer, n_images, seed, n_steps)
+    buf = io.BytesIO()
+    np.savez(buf, attributions=maps, timesteps=np.asarray(list(timesteps)), images=x0, targets=targets,
+             layer=np.asarray(layer))
+    path = RunDir(Path(run)).analysis / "attribution.npz"
+    atomic_write_bytes(path, buf.getvalue())
+    return path
 
 
 def block_attribution(model: nn.Module, probe: ProbeLike, x0: Tensor, target: int | Sequence[int] | Tensor,

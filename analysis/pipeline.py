@@ -10,6 +10,9 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 - summary.json       best (timestep, layer), accuracies, pixel baseline, costs, HFR-accuracy Spearman rho
 - umap.parquet       (`embedding=True`) UMAP trajectory of the oracle-best block over EMBEDDING_TIMESTEPS evenly
                      spaced candidate timesteps, at most EMBEDDING_IMAGES train images (`analysis.embedding`)
+- attribution.npz    (`attribution_images` > 0) integrated-gradients maps of the first test images' own-label
+                     probe logits at the oracle-best block, over the same timesteps as the UMAP
+                     (`analysis.attribution.write_run_attributions`)
 """
 from __future__ import annotations
 
@@ -21,6 +24,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.attribution import write_run_attributions
 from analysis.embedding import umap_for_run
 from analysis.features import probe_splits, resolve_source
 from analysis.mi import mi_x0_xt
@@ -80,11 +84,12 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
 def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
                 layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
                 methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
-                embedding: bool = True, **method_kw: Any) -> dict[str, Path]:
+                embedding: bool = True, attribution_images: int = 0, **method_kw: Any) -> dict[str, Path]:
     """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
 
     `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
-    "oracle". `embedding=False` skips the UMAP step (the slowest part on tiny grids). Extra keywords go to
+    "oracle". `embedding=False` skips the UMAP step (the slowest part on tiny grids); `attribution_images` > 0
+    maps that many test images (3·16 image-passes per image and timestep). Extra keywords go to
     `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
     """
     rd = RunDir(Path(run))
@@ -113,8 +118,11 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         write_parquet(paths[name], df)
     paths["summary"] = rd.analysis / "summary.json"
     atomic_write_json(paths["summary"], summarise(sels, probe, hfr_grid))
+    block = int(sels["oracle"].layer.removeprefix("block."))
     if embedding:
-        block = int(sels["oracle"].layer.removeprefix("block."))
         umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)
         paths["umap"] = rd.analysis / "umap.parquet"
+    if attribution_images > 0:
+        paths["attribution"] = write_run_attributions(run, range(attribution_images), embedding_timesteps(ts), block,
+                                                      n_images, seed)
     return paths

@@ -84,6 +84,8 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--attribution-images", type=int, default=0,
+                   help="also integrated-gradients maps of this many test images (the attribution figure)")
 
 
 @command("analyze", "probe / HFR / MI / I-MMSE grids and timestep selections; writes RUN/analysis/", _analyze_args)
@@ -91,7 +93,8 @@ def _analyze(args: argparse.Namespace) -> int:
     from analysis.pipeline import analyze_run
 
     paths = analyze_run(args.run, data=args.data, timesteps=args.timesteps, layers=args.layers,
-                        n_images=args.n_images, seed=args.seed, device=args.device)
+                        n_images=args.n_images, seed=args.seed, device=args.device,
+                        attribution_images=args.attribution_images)
     for name, path in paths.items():
         print(f"{name:10} {path}")
     return 0

@@ -5,8 +5,10 @@ import torch
 from torch import nn
 
 from analysis.attribution import (LinearProbe, ProbeLogits, attribute_across_timesteps, attribution_for_run,
-                                  block_attribution, load_selector, selector_attribution, selector_score)
+                                  block_attribution, load_selector, selector_attribution, selector_score,
+                                  write_run_attributions)
 from analysis.features import run_splits
+from analysis.figures import build_figure
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import DIT_CONFIGS
@@ -182,6 +184,21 @@ def test_attribution_for_run_maps_a_test_image(tiny_run):
     np.testing.assert_array_equal(x0, image.numpy())
     again, _ = attribution_for_run(run, 3, target=2, timesteps=[500, 0], layer=1, n_images=40, n_steps=4)
     np.testing.assert_array_equal(again, maps)  # cached features, fixed noise: a pure function of its arguments
+
+
+def test_run_attributions_batch_equals_one_by_one_and_feed_the_figure(tiny_run):
+    run = tiny_run()
+    path = write_run_attributions(run, [3, 5], timesteps=[500, 0], layer=1, n_images=40, n_steps=4)
+    stored = np.load(path)
+    labels = run_splits(run, 40).test.labels[[3, 5]].numpy()
+    assert stored["attributions"].shape == (2, 2, 8, 8) and stored["timesteps"].tolist() == [500, 0]
+    np.testing.assert_array_equal(stored["targets"], labels)  # each image's own label
+    for i, image in enumerate([3, 5]):  # a batch gives each image the maps it gets alone
+        alone, x0 = attribution_for_run(run, image, int(labels[i]), timesteps=[500, 0], layer=1, n_images=40, n_steps=4)
+        np.testing.assert_allclose(stored["attributions"][:, i], alone, rtol=1e-4, atol=1e-6)
+        np.testing.assert_array_equal(stored["images"][i], x0)
+    fig, data = build_figure("attribution", run)
+    assert len(data) > 0 and len(fig.data) > 0
 
 
 @pytest.mark.parametrize("kw, match", [

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 
+import numpy as np
 import pandas as pd
 import pytest
 
@@ -94,6 +95,10 @@ def test_analyze_run_writes_every_table(run):
     assert len(umap) == 3 * 40 and umap.label.notna().all()
     assert set(analyze_run(run, timesteps=[0, 500], layers=[2], n_images=40, progress=False, immse_images=16,
                            methods=("oracle",), embedding=False)) == {"probe", "hfr", "selection", "immse", "summary"}
+    paths = analyze_run(run, timesteps=[0, 500], layers=[2], n_images=40, progress=False, immse_images=16,
+                        methods=("oracle",), embedding=False, attribution_images=2)
+    maps = np.load(paths["attribution"])  # two test images at the oracle-best block (the only one here)
+    assert maps["attributions"].shape[:2] == (2, 2) and maps["layer"] == 2
 
 
 def test_embedding_timesteps_are_evenly_spaced_candidates():
