@@ -28,11 +28,12 @@ PLANS = {
     "full": DemoPlan(
         train=dict(model="DiT-N/4", image_size=16, batch_size=64, steps=1200, lr=3e-4, warmup_steps=50,
                    ema_decay=0.995, checkpoint_every=400, keep_last=1, curriculum_every=50, curriculum_bins=50),
-        analysis=dict(timesteps=list(range(0, 1000, 50)), n_images=1000, immse_images=256)),
+        analysis=dict(timesteps=list(range(0, 1000, 50)), n_images=1000, immse_images=256, attribution_images=4)),
     "quick": DemoPlan(
         train=dict(model="DiT-N/4", image_size=16, batch_size=32, steps=60, lr=3e-4, ema_decay=0.9,
                    checkpoint_every=60, keep_last=1, curriculum_every=10, curriculum_bins=20),
-        analysis=dict(timesteps=list(range(0, 1000, 200)), layers=[1, 3, 5], n_images=200, immse_images=64)),
+        analysis=dict(timesteps=list(range(0, 1000, 200)), layers=[1, 3, 5], n_images=200, immse_images=64,
+                      attribution_images=2)),
 }
 
 
