@@ -18,6 +18,7 @@ from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid
                               seed_table_dots, umap_grid, write_figures)
 from analysis.compare import pareto_front
 from analysis.figures.export import RASTER_SCALE
+from aselect_core.train.rundir import RunDir
 
 TIMESTEPS = [0, 100, 200, 300, 400, 500]
 LAYERS = ["block.0", "block.1", "block.2", "block.10"]  # natural order puts block.10 last
@@ -330,6 +331,8 @@ def test_write_figures_on_a_tiny_run(browser, run, tmp_path, caplog):
         for ext in ("svg", "png", "csv"):
             assert out / "r" / f"{name}.{ext}" in paths
     assert (out / "analysed" / "probe_curves.svg").is_file() and (out / "policy_pareto.png").is_file()
+    curricula = pd.read_csv(out / "policy_curricula.csv")  # both runs' p(t), named by their output folder
+    assert set(curricula.series) == {"r", "analysed"} and set(curricula.dataset) == {RunDir(run).config().data}
     assert "skipped r/probe_heatmap: missing analysis/probe.parquet" in caplog.text
     assert "skipped analysed/hfr_vs_accuracy: missing analysis/hfr.parquet" in caplog.text
     table = pd.read_csv(out / "comparison.csv").set_index("run")  # analysis.compare's table, its order

@@ -20,8 +20,8 @@ from tqdm.auto import tqdm
 
 from analysis.compare import compare_runs, pareto_front, write_table
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
-                                       hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_pareto, probe_curves,
-                                       probe_heatmap, seed_table_dots, umap_grid)
+                                       hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_marginals,
+                                       policy_pareto, probe_curves, probe_heatmap, seed_table_dots, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
 from analysis.seed_table import load_seed_table, to_latex
 from aselect_core.train.rundir import RunDir, RunDirError
@@ -114,6 +114,20 @@ def comparison_table(runs: Sequence[str | Path]) -> pd.DataFrame:
     return table.assign(run=table.path.map(names), pareto=pareto_front(table))
 
 
+def run_curricula(runs: Sequence[Path]) -> dict[tuple[str, str], pd.DataFrame]:
+    """{(dataset, run name): curriculum} of the runs that have a readable config and curriculum.parquet."""
+    out = {}
+    for run, name in zip(runs, _run_names(runs)):
+        rd = RunDir(run)
+        try:
+            out[(rd.config().data, name)] = rd.curriculum()
+        except (RunDirError, FileNotFoundError, ValueError) as e:
+            log.info("policy_curricula: %s left out (%s)", name, e)
+    if not out:
+        raise ValueError("runs: none has a curriculum.parquet")
+    return out
+
+
 def write_comparison(table: pd.DataFrame, out: Path) -> list[Path]:
     """comparison.csv and comparison.tex (booktabs, LaTeX-escaped, 3 decimals, – for missing, no local paths)."""
     return [write_table(table, out / "comparison.csv"), write_table(table, out / "comparison.tex")]
@@ -169,6 +183,7 @@ def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence
         if runs:
             comparison = comparison_table(runs)
             emit(lambda: policy_pareto(comparison), out, "policy_pareto", "policy_pareto")
+            emit(lambda: policy_marginals(run_curricula(runs)), out, "policy_curricula", "policy_curricula")
             written += write_comparison(comparison, out)
         if table is not None:
             emit(lambda: seed_table_dots(table), out, "seed_table", "seed_table")
