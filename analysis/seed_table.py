@@ -16,7 +16,8 @@ FULL = "Full diffusion (uniform)"  # the reference row: cost is measured relativ
 RECORD_COLUMNS = ["dataset", "method", "seed", "accuracy", "timestep", "layer", "steps", "effective_timesteps",
                   "image_passes"]
 TABLE_COLUMNS = ["dataset", "method", "effective_timesteps", "accuracy_mean", "accuracy_std", "n_seeds",
-                 "best_cells", "steps", "image_passes", "cost_relative_to_full"]
+                 "delta_vs_full_mean", "delta_vs_full_std", "best_cells", "steps", "image_passes",
+                 "cost_relative_to_full"]
 
 
 def _require(df: pd.DataFrame, columns: list[str], name: str) -> pd.DataFrame:
@@ -27,31 +28,38 @@ def _require(df: pd.DataFrame, columns: list[str], name: str) -> pd.DataFrame:
 
 
 def summarise(records: pd.DataFrame, full: str = FULL) -> pd.DataFrame:
-    """Mean ± std (ddof 1) over seeds per (dataset, method) in first-seen order; cost relative to the same
-    seed's `full` row; best_cells lists each seed's oracle cell ("t=500/block.3")."""
+    """Mean ± std (ddof 1) over seeds per (dataset, method) in first-seen order. Against the same seed's `full`
+    row: the paired accuracy difference delta_vs_full (mean ± std; the seeds share their probe splits and data
+    order with Full, so the paired difference is far less noisy than two means) and the cost ratio. best_cells
+    lists each seed's oracle cell ("t=500/block.3")."""
     _require(records, RECORD_COLUMNS, "records")
-    ref = records[records.method == full].set_index(["dataset", "seed"]).image_passes
+    ref = records[records.method == full].set_index(["dataset", "seed"])
     missing = sorted({(d, s) for d, s in zip(records.dataset, records.seed)} - set(ref.index))
     if missing:
         raise ValueError(f"records: no {full!r} row for (dataset, seed) {missing}")
-    records = records.assign(cost=records.image_passes / [ref[d, s] for d, s in zip(records.dataset, records.seed)],
+    keys = list(zip(records.dataset, records.seed))
+    records = records.assign(cost=records.image_passes.to_numpy() / ref.image_passes.loc[keys].to_numpy(),
+                             delta=records.accuracy.to_numpy() - ref.accuracy.loc[keys].to_numpy(),
                              cell=[f"t={t}/{layer}" for t, layer in zip(records.timestep, records.layer)])
     g = records.groupby(["dataset", "method"], sort=False)
     return pd.DataFrame({
         "effective_timesteps": g.effective_timesteps.mean(), "accuracy_mean": g.accuracy.mean(),
         "accuracy_std": g.accuracy.std(ddof=1), "n_seeds": g.seed.nunique(),
-        "best_cells": g.cell.agg(" ".join), "steps": g.steps.mean(), "image_passes": g.image_passes.mean(),
+        "delta_vs_full_mean": g.delta.mean(), "delta_vs_full_std": g.delta.std(ddof=1), "best_cells": g.cell.agg(" ".join), "steps": g.steps.mean(), "image_passes": g.image_passes.mean(),
         "cost_relative_to_full": g.cost.mean()}).reset_index()
 
 
 def to_latex(table: pd.DataFrame) -> str:
-    """The table as the seed prints it: method, effective timesteps, probe accuracy (%), cost relative to Full."""
+    """The table as the seed prints it — method, effective timesteps, probe accuracy (%), cost relative to Full —
+    plus the paired difference to Full in points."""
     _require(table, TABLE_COLUMNS, "table")
     show = pd.DataFrame({
         "Dataset": table.dataset, "Method": table.method,
         "Effective timesteps": table.effective_timesteps.map(lambda v: "--" if math.isnan(v) else f"{v:.0f}"),
         "Linear probe (%)": [f"{100 * m:.1f}" + ("" if math.isnan(s) else f" $\\pm$ {100 * s:.1f}")
                              for m, s in zip(table.accuracy_mean, table.accuracy_std)],
+        "vs Full (points)": [f"{100 * m:+.1f}" + ("" if math.isnan(s) else f" $\\pm$ {100 * s:.1f}")
+                             for m, s in zip(table.delta_vs_full_mean, table.delta_vs_full_std)],
         "Cost vs Full": table.cost_relative_to_full.map(lambda v: f"{100 * v:.0f}\\%")})
     return show.to_latex(index=False)
 

@@ -22,7 +22,7 @@ question the seed's cost column (10%, 8%, 1%) leaves open.
 Runs live under runs/bench/policies[_quick]/ (git-ignored), shared with bench/selector_vs_uniform.py (its
 seed-0 uniform, uniform-subset and learned runs are this table's), and are resumed, so a rerun only redoes what
 is missing. Writes bench/results/seed_table[_quick].csv (and _records.csv, one row per seed), .tex and the
-figure .png/.pdf. Usage:
+figure seed_table[_quick]_figure.{png,pdf,csv}. Usage:
 
     python bench/seed_table.py [--quick] [--budget 153600] [--seeds 0 1 2] [--datasets mnist5k shapes]
 """
@@ -135,9 +135,11 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     table.to_csv(stem.with_suffix(".csv"), index=False)
     records.to_csv(stem.with_name(stem.name + "_records.csv"), index=False)  # one row per seed: what the mean hides
     stem.with_suffix(".tex").write_text(to_latex(table))
-    export_figure(*seed_table_dots(table), args.results, stem.name, formats=("png", "pdf"))
+    # the figure gets its own name: export_figure writes NAME.csv, which must not overwrite the table
+    export_figure(*seed_table_dots(table), args.results, f"{stem.name}_figure", formats=("png", "pdf"))
     print(table.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    print(f"wrote {stem}.csv, _records.csv, .tex and the figure {stem.name}.png/.pdf ({time.perf_counter() - start:.0f} s)")
+    print(f"wrote {stem}.csv, _records.csv, .tex and the figure {stem.name}_figure.png/.pdf/.csv "
+          f"({time.perf_counter() - start:.0f} s)")
     return table
 
 

@@ -39,6 +39,7 @@ def root(tmp_path_factory, tiny_run) -> Path:
 @pytest.fixture
 def app(root, monkeypatch):
     monkeypatch.setenv(RUNS_ENV, str(root))
+    monkeypatch.setenv(SEED_TABLE_ENV, str(root / "no-seed-table.csv"))  # pages never read the repo's results
     st.cache_data.clear()
 
     def run(page: str, **state) -> AppTest:
@@ -127,7 +128,7 @@ def test_compare_table_and_pareto(app):
 
 def test_compare_shows_the_seed_table(app, monkeypatch, tmp_path):
     from analysis.seed_table import TABLE_COLUMNS
-    table = pd.DataFrame([["mnist5k", m, 1000.0, acc, 0.01, 3, "t=0/block.1", 800.0, 153600.0, 1.0]
+    table = pd.DataFrame([["mnist5k", m, 1000.0, acc, 0.01, 3, acc - 0.8, 0.01, "t=0/block.1", 800.0, 153600.0, 1.0]
                           for m, acc in (("Full diffusion (uniform)", 0.8), ("Raw pixels", 0.7))], columns=TABLE_COLUMNS)
     table.to_csv(tmp_path / "seed_table.csv", index=False)
     monkeypatch.setenv(SEED_TABLE_ENV, str(tmp_path / "seed_table.csv"))

@@ -357,6 +357,7 @@ def test_write_figures_refuses_non_runs(tmp_path):
 
 def test_write_figures_of_a_seed_table_alone(browser, tmp_path):
     table = seed_frame().assign(effective_timesteps=[1000.0, 40.0, np.nan] * 2, best_cells="t=0/block.1",
+                                delta_vs_full_mean=[0.0, 0.02, -0.05, 0.0, 0.05, -0.1], delta_vs_full_std=0.01,
                                 steps=800.0, image_passes=153600.0, cost_relative_to_full=[1.0, 0.99, 0.0] * 2)
     table.to_csv(tmp_path / "seed_table.csv", index=False)
     paths = write_figures([], tmp_path / "out", formats=("png",), progress=False, seed_table=tmp_path / "seed_table.csv")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import math
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -39,6 +40,9 @@ def test_summarise_against_hand_sums():
     assert learned.effective_timesteps == pytest.approx(95.0) and learned.n_seeds == 2
     assert learned.cost_relative_to_full == pytest.approx(153552 / 153600)
     assert learned.best_cells == "t=200/block.2 t=201/block.2"
+    assert learned.delta_vs_full_mean == pytest.approx(0.01)  # paired: +0.04 in seed 0, -0.02 in seed 1
+    assert learned.delta_vs_full_std == pytest.approx(np.std([0.04, -0.02], ddof=1))
+    assert table.loc[FULL].delta_vs_full_mean == 0
     assert table.loc["Raw pixels"].cost_relative_to_full == 0 and math.isnan(table.loc["Raw pixels"].effective_timesteps)
 
 
@@ -54,6 +58,7 @@ def test_latex_is_the_seed_form():
     tex = to_latex(summarise(records()))
     assert "Effective timesteps" in tex and "Cost vs Full" in tex and "\\toprule" in tex
     assert "82.0 $\\pm$ 2.8" in tex and "& -- &" in tex and "100\\%" in tex
+    assert "+1.0 $\\pm$ 4.2" in tex and "vs Full (points)" in tex  # learned's paired difference
 
 
 def test_load_round_trip_and_errors(tmp_path):
@@ -86,3 +91,10 @@ def test_quick_args_share_one_runs_dir():
     assert full.probe_timesteps == list(range(0, 1000, 50)) and full.runs.name == "policies"
     assert (quick.budget, quick.batch_size, quick.probe_timesteps) == (384, 16, [0, 500])
     assert quick.runs.name == "policies_quick"
+
+
+@pytest.mark.parametrize("name", ["seed_table.csv", "seed_table_quick.csv"])
+def test_committed_tables_load(name):
+    """What bench/seed_table.py wrote into bench/results/ is a seed table the app and `aselect figures` read."""
+    table = load_seed_table(Path(__file__).resolve().parents[1] / "bench" / "results" / name)
+    assert FULL in set(table.method) and table.accuracy_mean.between(0, 1).all()
