@@ -45,7 +45,8 @@ def summarise(records: pd.DataFrame, full: str = FULL) -> pd.DataFrame:
     return pd.DataFrame({
         "effective_timesteps": g.effective_timesteps.mean(), "accuracy_mean": g.accuracy.mean(),
         "accuracy_std": g.accuracy.std(ddof=1), "n_seeds": g.seed.nunique(),
-        "delta_vs_full_mean": g.delta.mean(), "delta_vs_full_std": g.delta.std(ddof=1), "best_cells": g.cell.agg(" ".join), "steps": g.steps.mean(), "image_passes": g.image_passes.mean(),
+        "delta_vs_full_mean": g.delta.mean(), "delta_vs_full_std": g.delta.std(ddof=1),
+        "best_cells": g.cell.agg(" ".join), "steps": g.steps.mean(), "image_passes": g.image_passes.mean(),
         "cost_relative_to_full": g.cost.mean()}).reset_index()
 
 
@@ -68,7 +69,8 @@ def load_seed_table(path: str | Path) -> pd.DataFrame:
     """A seed_table.csv written by bench/seed_table.py; one-line errors for a missing file or missing columns."""
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"{path}: no seed table there (bench/seed_table.py writes bench/results/seed_table.csv)")
+        raise FileNotFoundError(f"{path}: no seed table there "
+                                "(bench/seed_table.py writes bench/results/seed_table.csv)")
     try:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:

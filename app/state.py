@@ -43,7 +43,8 @@ def runs_root() -> Path:
 
 def seed_table_path() -> Path:
     """The seed table the Compare page shows: $ASELECT_SEED_TABLE, else bench/seed_table.py's output here."""
-    return Path(os.environ.get(SEED_TABLE_ENV) or Path(__file__).resolve().parents[1] / "bench/results/seed_table.csv")
+    default = Path(__file__).resolve().parents[1] / "bench" / "results" / "seed_table.csv"
+    return Path(os.environ.get(SEED_TABLE_ENV) or default)
 
 
 def stamp(*paths: Path) -> tuple[float, ...]:

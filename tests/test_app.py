@@ -129,7 +129,8 @@ def test_compare_table_and_pareto(app):
 def test_compare_shows_the_seed_table(app, monkeypatch, tmp_path):
     from analysis.seed_table import TABLE_COLUMNS
     table = pd.DataFrame([["mnist5k", m, 1000.0, acc, 0.01, 3, acc - 0.8, 0.01, "t=0/block.1", 800.0, 153600.0, 1.0]
-                          for m, acc in (("Full diffusion (uniform)", 0.8), ("Raw pixels", 0.7))], columns=TABLE_COLUMNS)
+                          for m, acc in (("Full diffusion (uniform)", 0.8), ("Raw pixels", 0.7))],
+                         columns=TABLE_COLUMNS)
     table.to_csv(tmp_path / "seed_table.csv", index=False)
     monkeypatch.setenv(SEED_TABLE_ENV, str(tmp_path / "seed_table.csv"))
     at = app("compare")

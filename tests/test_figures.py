@@ -360,7 +360,8 @@ def test_write_figures_of_a_seed_table_alone(browser, tmp_path):
                                 delta_vs_full_mean=[0.0, 0.02, -0.05, 0.0, 0.05, -0.1], delta_vs_full_std=0.01,
                                 steps=800.0, image_passes=153600.0, cost_relative_to_full=[1.0, 0.99, 0.0] * 2)
     table.to_csv(tmp_path / "seed_table.csv", index=False)
-    paths = write_figures([], tmp_path / "out", formats=("png",), progress=False, seed_table=tmp_path / "seed_table.csv")
+    paths = write_figures([], tmp_path / "out", formats=("png",), progress=False,
+                          seed_table=tmp_path / "seed_table.csv")
     assert sorted(p.name for p in paths) == ["seed_table.csv", "seed_table.png", "seed_table.tex"]
     assert "82.0 $\\pm$ 2.0" in (tmp_path / "out" / "seed_table.tex").read_text()
 

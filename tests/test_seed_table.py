@@ -36,19 +36,22 @@ def test_summarise_against_hand_sums():
     table = summary.set_index("method")
     assert list(table.index) == [FULL, "A-SelecT (learned)", "Raw pixels"]  # first-seen order, not sorted
     learned = table.loc["A-SelecT (learned)"]
-    assert learned.accuracy_mean == pytest.approx(0.82) and learned.accuracy_std == pytest.approx(np.std([0.84, 0.80], ddof=1))
+    assert learned.accuracy_mean == pytest.approx(0.82)
+    assert learned.accuracy_std == pytest.approx(np.std([0.84, 0.80], ddof=1))
     assert learned.effective_timesteps == pytest.approx(95.0) and learned.n_seeds == 2
     assert learned.cost_relative_to_full == pytest.approx(153552 / 153600)
     assert learned.best_cells == "t=200/block.2 t=201/block.2"
     assert learned.delta_vs_full_mean == pytest.approx(0.01)  # paired: +0.04 in seed 0, -0.02 in seed 1
     assert learned.delta_vs_full_std == pytest.approx(np.std([0.04, -0.02], ddof=1))
     assert table.loc[FULL].delta_vs_full_mean == 0
-    assert table.loc["Raw pixels"].cost_relative_to_full == 0 and math.isnan(table.loc["Raw pixels"].effective_timesteps)
+    pixels = table.loc["Raw pixels"]
+    assert pixels.cost_relative_to_full == 0 and math.isnan(pixels.effective_timesteps)
 
 
 def test_summarise_needs_a_full_row_per_seed():
     broken = records().query(f"not (method == '{FULL}' and seed == 1)")
-    with pytest.raises(ValueError, match=r"no 'Full diffusion \(uniform\)' row for \(dataset, seed\) \[\('mnist5k', 1\)\]"):
+    missing = r"no 'Full diffusion \(uniform\)' row for \(dataset, seed\) \[\('mnist5k', 1\)\]"
+    with pytest.raises(ValueError, match=missing):
         summarise(broken)
     with pytest.raises(ValueError, match="records: expected columns .* missing \\['seed'\\]"):
         summarise(records().drop(columns="seed"))
