@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.frames import require_columns
 from aselect_core.train.rundir import RunDir, RunDirError
 
 EPS = 1e-6
@@ -29,16 +30,10 @@ CLASS_COLUMNS = ("step", "label", "bin", "t_lo", "t_hi", "probability")
 CLASS_FILE = "curriculum_classes.parquet"
 
 
-def _check_columns(df: pd.DataFrame, columns: tuple[str, ...], name: str) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name}: expected columns {list(columns)}, missing {missing}")
-    return df
-
 
 def load_curriculum(run: str | Path) -> pd.DataFrame:
     """The run's curriculum.parquet (step, bin, t_lo, t_hi, probability, ...) sorted by step and bin."""
-    df = _check_columns(RunDir(Path(run)).curriculum(), COLUMNS, f"{Path(run) / 'curriculum.parquet'}")
+    df = require_columns(RunDir(Path(run)).curriculum(), COLUMNS, f"{Path(run) / 'curriculum.parquet'}")
     return df.sort_values(["step", "bin"], ignore_index=True)
 
 
@@ -51,12 +46,12 @@ def load_class_curriculum(run: str | Path) -> pd.DataFrame | None:
         df = pd.read_parquet(path)
     except Exception as e:  # pyarrow raises several types for a corrupt file
         raise RunDirError(f"{path}: not a readable parquet file ({type(e).__name__})") from None
-    return _check_columns(df, CLASS_COLUMNS, str(path)).sort_values(["step", "label", "bin"], ignore_index=True)
+    return require_columns(df, CLASS_COLUMNS, str(path)).sort_values(["step", "label", "bin"], ignore_index=True)
 
 
 def bin_table(curriculum: pd.DataFrame) -> pd.DataFrame:
     """One row per bin: bin, t_lo, t_hi, width (timesteps), t_mid; the bins must be the same at every step."""
-    _check_columns(curriculum, COLUMNS, "curriculum")
+    require_columns(curriculum, COLUMNS, "curriculum")
     bins = curriculum[["bin", "t_lo", "t_hi"]].drop_duplicates().sort_values("bin", ignore_index=True)
     if bins.bin.duplicated().any():
         raise ValueError("curriculum: a bin has different timestep edges at different steps")
@@ -65,7 +60,7 @@ def bin_table(curriculum: pd.DataFrame) -> pd.DataFrame:
 
 def marginal_matrix(curriculum: pd.DataFrame) -> pd.DataFrame:
     """p(t) over training as a (step × bin) matrix: index step, columns bin; missing cells are 0."""
-    _check_columns(curriculum, COLUMNS, "curriculum")
+    require_columns(curriculum, COLUMNS, "curriculum")
     return curriculum.pivot_table(index="step", columns="bin", values="probability", aggfunc="sum", fill_value=0.0)
 
 
@@ -127,7 +122,7 @@ def class_matrix(classes: pd.DataFrame | None, step: int | None = None) -> pd.Da
     """p(t | y) at `step` (None = last) as a (label × bin) matrix; None when there is no per-class table."""
     if classes is None:
         return None
-    _check_columns(classes, CLASS_COLUMNS, "classes")
+    require_columns(classes, CLASS_COLUMNS, "classes")
     step = int(classes.step.max()) if step is None else step
     at = classes[classes.step == step]
     if at.empty:

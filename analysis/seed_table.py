@@ -12,6 +12,8 @@ from pathlib import Path
 
 import pandas as pd
 
+from analysis.frames import require_columns
+
 FULL = "Full diffusion (uniform)"  # the reference row: cost is measured relative to it
 RECORD_COLUMNS = ["dataset", "method", "seed", "accuracy", "timestep", "layer", "steps", "effective_timesteps",
                   "image_passes"]
@@ -20,19 +22,12 @@ TABLE_COLUMNS = ["dataset", "method", "effective_timesteps", "accuracy_mean", "a
                  "cost_relative_to_full"]
 
 
-def _require(df: pd.DataFrame, columns: list[str], name: str) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name}: expected columns {columns}, missing {missing}")
-    return df
-
-
 def summarise(records: pd.DataFrame, full: str = FULL) -> pd.DataFrame:
     """Mean ± std (ddof 1) over seeds per (dataset, method) in first-seen order. Against the same seed's `full`
     row: the paired accuracy difference delta_vs_full (mean ± std; the seeds share their probe splits and data
     order with Full, so the paired difference is far less noisy than two means) and the cost ratio. best_cells
     lists each seed's oracle cell ("t=500/block.3")."""
-    _require(records, RECORD_COLUMNS, "records")
+    require_columns(records, RECORD_COLUMNS, "records")
     ref = records[records.method == full].set_index(["dataset", "seed"])
     missing = sorted({(d, s) for d, s in zip(records.dataset, records.seed)} - set(ref.index))
     if missing:
@@ -53,7 +48,7 @@ def summarise(records: pd.DataFrame, full: str = FULL) -> pd.DataFrame:
 def to_latex(table: pd.DataFrame) -> str:
     """The table as the seed prints it — method, effective timesteps, probe accuracy (%), cost relative to Full —
     plus the paired difference to Full in points."""
-    _require(table, TABLE_COLUMNS, "table")
+    require_columns(table, TABLE_COLUMNS, "table")
     show = pd.DataFrame({
         "Dataset": table.dataset, "Method": table.method,
         "Effective timesteps": table.effective_timesteps.map(lambda v: "--" if math.isnan(v) else f"{v:.0f}"),
@@ -75,4 +70,4 @@ def load_seed_table(path: str | Path) -> pd.DataFrame:
         table = pd.read_csv(path)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise ValueError(f"{path}: not a readable CSV ({type(e).__name__})") from None
-    return _require(table, TABLE_COLUMNS, str(path))
+    return require_columns(table, TABLE_COLUMNS, str(path))

@@ -22,6 +22,7 @@ from analysis.compare import pareto_front
 from analysis.curriculum import bin_table, spread
 from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, TITLE_MARGIN, colors, figure_size,
                                     layout_for, ordered_colors)
+from analysis.frames import require_columns
 
 Built = tuple[go.Figure, pd.DataFrame]
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows
@@ -87,13 +88,6 @@ def new_figure(size: str, height: int | None = None, **subplots: Any) -> go.Figu
     return fig
 
 
-def _require(df: pd.DataFrame, columns: Iterable[str], name: str) -> pd.DataFrame:
-    missing = [c for c in columns if c not in df.columns]
-    if missing:
-        raise ValueError(f"{name}: expected columns {list(columns)}, missing {missing}")
-    return df
-
-
 def _finite(df: pd.DataFrame, columns: list[str], name: str) -> pd.DataFrame:
     out = df.replace([np.inf, -np.inf], np.nan).dropna(subset=columns)
     if out.empty:
@@ -103,7 +97,7 @@ def _finite(df: pd.DataFrame, columns: list[str], name: str) -> pd.DataFrame:
 
 def dit_cells(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | None = None) -> pd.DataFrame:
     """The probe grid's DiT rows (no pixel baseline), one per (timestep, layer), sorted by layer then timestep."""
-    _require(probe, ["timestep", "layer", metric], "probe")
+    require_columns(probe, ["timestep", "layer", metric], "probe")
     cells = probe[probe.layer != PIXELS]
     if pooling is not None and "pooling" in cells:
         cells = cells[cells.pooling == pooling]
@@ -164,7 +158,7 @@ def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, met
 def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy", pooling: str | None = None,
                 size: str = "one", height: int | None = None) -> Built:
     """Each (timestep, layer) cell's mean high-frequency ratio vs its probe accuracy; Spearman ρ in the title."""
-    _require(hfr, ["timestep", "layer", "hfr_mean"], "hfr")
+    require_columns(hfr, ["timestep", "layer", "hfr_mean"], "hfr")
     cells = dit_cells(probe, metric, pooling)[["timestep", "layer", metric]]
     cells = _finite(cells.merge(hfr[["timestep", "layer", "hfr_mean"]], on=["timestep", "layer"]),
                     ["hfr_mean"], "hfr (cells shared with probe)")
@@ -180,7 +174,7 @@ def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy"
 # -- mutual information ----------------------------------------------------------------------------------------
 def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None) -> Built:
     """Label mutual information I(y; pooled features) vs timestep, one line per layer."""
-    _require(mi, ["timestep", "layer", "mi_nats"], "mi")
+    require_columns(mi, ["timestep", "layer", "mi_nats"], "mi")
     cells = _finite(mi, ["mi_nats"], "mi").sort_values(["layer", "timestep"], ignore_index=True)
     plot = Plot(new_figure(size, height))
     _per_layer(plot, cells, "timestep", "mi_nats", mode="lines+markers", marker_size=3, line_width=1)
@@ -191,7 +185,7 @@ def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None) ->
 
 def immse_curve(immse: pd.DataFrame, size: str = "one", height: int | None = None) -> Built:
     """I(x₀; x_t) vs timestep by the I-MMSE relation: how much of the image survives the noise at t."""
-    _require(immse, ["timestep", "mi_nats"], "immse")
+    require_columns(immse, ["timestep", "mi_nats"], "immse")
     rows = _finite(immse, ["mi_nats"], "immse").sort_values("timestep", ignore_index=True)
     plot = Plot(new_figure(size, height))
     plot.line(rows[[c for c in ("timestep", "snr", "mmse", "mi_nats") if c in rows]], "timestep", "mi_nats",
@@ -244,7 +238,7 @@ def policy_marginals(curricula: dict[tuple[str, str], pd.DataFrame], step: int |
 def class_curriculum_heatmap(classes: pd.DataFrame, step: int | None = None, size: str = "one",
                              height: int | None = None) -> Built:
     """Per-class p(t | y) of an image-dependent policy at `step` (None = last): which labels want which t."""
-    _require(classes, ["step", "label", "bin", "t_lo", "t_hi", "probability"], "classes")
+    require_columns(classes, ["step", "label", "bin", "t_lo", "t_hi", "probability"], "classes")
     step = int(classes.step.max()) if step is None else step
     at = classes[classes.step == step]
     if at.empty:
@@ -260,7 +254,7 @@ def class_curriculum_heatmap(classes: pd.DataFrame, step: int | None = None, siz
 def loss_by_bin(metrics: pd.DataFrame, window: int | None = None, size: str = "one",
                 height: int | None = None) -> Built:
     """Training loss per timestep bin over training, a rolling mean over `window` steps (default ~1/50 of the run)."""
-    _require(metrics, ["step"], "metrics")
+    require_columns(metrics, ["step"], "metrics")
     columns = [c for c in metrics.columns if LOSS_COLUMN.match(c)]
     if not columns:
         raise ValueError("metrics: expected per-bin loss columns loss_tXXXX_YYYY, found none")
@@ -282,7 +276,7 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
                   size: str = "one", height: int | None = None) -> Built:
     """Accuracy vs counted training cost of `analysis.compare.compare_runs` rows, one marker per policy × dataset,
     each dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
-    _require(comparison, ["policy", "dataset", accuracy, cost], "comparison")
+    require_columns(comparison, ["policy", "dataset", accuracy, cost], "comparison")
     rows = _finite(comparison, [accuracy, cost], "comparison")
     on_front = pareto_front(rows, cost, accuracy)
     keep = [c for c in ("run", "policy", "dataset", cost, accuracy) if c in rows]
@@ -309,7 +303,7 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
 def seed_table_dots(table: pd.DataFrame, size: str = "two", height: int | None = None) -> Built:
     """The seed table (`analysis.seed_table`): linear-probe accuracy per method, mean ± std over seeds as a dot
     with whiskers, one panel per dataset, methods top to bottom in the table's order."""
-    _require(table, ["dataset", "method", "accuracy_mean", "accuracy_std", "n_seeds"], "table")
+    require_columns(table, ["dataset", "method", "accuracy_mean", "accuracy_std", "n_seeds"], "table")
     datasets, methods = ordered(table.dataset), list(dict.fromkeys(table.method))
     plot = Plot(new_figure(size, height or 60 + 22 * len(methods), rows=1, cols=len(datasets), shared_yaxes=True,
                            subplot_titles=datasets, horizontal_spacing=0.04))
@@ -327,7 +321,7 @@ def seed_table_dots(table: pd.DataFrame, size: str = "two", height: int | None =
 # -- embeddings and attributions (data produced by analysis.embedding / analysis.attribution) -------------------
 def umap_grid(points: pd.DataFrame, cols: int = 4, size: str = "two", height: int | None = None) -> Built:
     """A UMAP map per timestep (one panel each, coloured by label): how class structure dissolves with noise."""
-    _require(points, ["timestep", "x", "y", "label"], "points")
+    require_columns(points, ["timestep", "x", "y", "label"], "points")
     timesteps, labels = ordered(points.timestep), ordered(points.label)
     cols = min(cols, len(timesteps))
     n_rows = math.ceil(len(timesteps) / cols)
