@@ -7,7 +7,10 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 - mi.parquet         label MI I(y; pooled features) per (timestep, layer), from the mi method
 - immse.parquet      I(x0; x_t) per timestep by I-MMSE with the run's EMA DiT as denoiser (null class)
 - selection.parquet  one row per selection method (choice, cost, regret and cost ratio vs the oracle)
-- summary.json       best (timestep, layer), accuracies, pixel baseline, costs, HFR-accuracy Spearman rho
+- random_init.parquet probe grid of a random-init DiT of the run's architecture ("random-gates" init,
+                     `analysis.baselines`) on the same images, splits, noise and probe
+- summary.json       best (timestep, layer) with its 95% CI and whether the runner-up cell lies inside it,
+                     accuracies, pixel and random-init baselines, costs, HFR-accuracy Spearman rho
 - umap.parquet       (`embedding=True`) UMAP trajectory of the oracle-best block over EMBEDDING_TIMESTEPS evenly
                      spaced candidate timesteps, at most EMBEDDING_IMAGES train images (`analysis.embedding`)
 - attribution.npz    (`attribution_images` > 0) integrated-gradients maps of the first test images' own-label
@@ -25,6 +28,7 @@ import pandas as pd
 import torch
 
 from analysis.attribution import write_run_attributions
+from analysis.baselines import random_init_grid
 from analysis.embedding import umap_for_run
 from analysis.features import probe_splits, resolve_source
 from analysis.mi import mi_x0_xt
@@ -62,15 +66,30 @@ def embedding_timesteps(timesteps: list[int], k: int = EMBEDDING_TIMESTEPS) -> l
     return sorted({ts[i] for i in np.linspace(0, len(ts) - 1, min(k, len(ts))).round().astype(int)})
 
 
-def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.DataFrame) -> dict[str, Any]:
+def best_cell(grid: pd.DataFrame) -> dict[str, Any]:
+    """The most accurate cell of a probe grid with its 95% CI, and whether the runner-up lies inside that CI
+    (then the grid cannot tell the two apart on this test set)."""
+    ranked = grid.sort_values("accuracy", ascending=False, kind="stable")
+    best = ranked.iloc[0]
+    runner_up = ranked.iloc[1] if len(ranked) > 1 else None
+    return {"timestep": int(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
+            "accuracy_ci_low": _finite(float(best.accuracy_ci_low)),
+            "accuracy_ci_high": _finite(float(best.accuracy_ci_high)),
+            "runner_up": None if runner_up is None else {
+                "timestep": int(runner_up.timestep), "layer": runner_up.layer,
+                "accuracy": float(runner_up.accuracy),
+                "within_ci": bool(runner_up.accuracy >= best.accuracy_ci_low)}}
+
+
+def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.DataFrame,
+              random_init: pd.DataFrame | None = None) -> dict[str, Any]:
     dit, pixels = probe[probe.layer != "pixels"], probe[probe.layer == "pixels"]
     best = dit.loc[dit.accuracy.idxmax()]
     pixels_at_best = pixels[pixels.timestep == best.timestep].accuracy
     cells = dit.merge(hfr_grid, on=["timestep", "layer"])
     rho, p = hfr_accuracy_correlation(cells) if len(cells) >= 3 else (math.nan, math.nan)
-    return {
-        "best": {"timestep": int(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
-                 "knn_accuracy": _finite(float(best.knn_accuracy))},
+    summary = {
+        "best": {**best_cell(dit), "knn_accuracy": _finite(float(best.knn_accuracy))},
         "pixel_baseline": {"best_accuracy": float(pixels.accuracy.max()),
                            "accuracy_at_best_timestep": float(pixels_at_best.iloc[0])},
         "hfr_accuracy_spearman": {"rho": _finite(rho), "p": _finite(p)},
@@ -79,16 +98,24 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
                         "cost_ratio": _finite(s.cost_ratio), "wall_seconds": s.wall_seconds}
                     for m, s in sels.items()},
     }
+    if random_init is not None:
+        at_best = random_init[(random_init.timestep == best.timestep) & (random_init.layer == best.layer)].accuracy
+        summary["random_init_baseline"] = {
+            "best_accuracy": float(random_init.accuracy.max()), "init": str(random_init.init.iloc[0]),
+            "accuracy_at_best_cell": _finite(float(at_best.iloc[0])) if len(at_best) else None}
+    return summary
 
 
 def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
                 layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
                 methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
-                embedding: bool = True, attribution_images: int = 0, **method_kw: Any) -> dict[str, Path]:
+                embedding: bool = True, attribution_images: int = 0, random_init: bool = True,
+                **method_kw: Any) -> dict[str, Path]:
     """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
 
     `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
-    "oracle". `embedding=False` skips the UMAP step (the slowest part on tiny grids); `attribution_images` > 0
+    "oracle". `random_init=False` skips the random-init DiT grid (as many image-passes as the oracle's, no
+    training). `embedding=False` skips the UMAP step (the slowest part on tiny grids); `attribution_images` > 0
     maps that many test images (3·16 image-passes per image and timestep). Extra keywords go to
     `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
     """
@@ -112,12 +139,14 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
               "immse": immse_curve(source, data, ts, immse_images, seed, device)}
     if "mi" in sels:
         tables["mi"] = sels["mi"].grid
+    if random_init:
+        tables["random_init"] = random_init_grid(run, ts, layers, n_images, seed, dataset=data, device=device)
     paths = {}
     for name, df in tables.items():
         paths[name] = rd.analysis / f"{name}.parquet"
         write_parquet(paths[name], df)
     paths["summary"] = rd.analysis / "summary.json"
-    atomic_write_json(paths["summary"], summarise(sels, probe, hfr_grid))
+    atomic_write_json(paths["summary"], summarise(sels, probe, hfr_grid, tables.get("random_init")))
     block = int(sels["oracle"].layer.removeprefix("block."))
     if embedding:
         umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)

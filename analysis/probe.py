@@ -21,8 +21,9 @@ from threadpoolctl import threadpool_limits
 from torch import Tensor
 
 DEFAULT_CS = (0.01, 0.1, 1.0)
-GRID_COLUMNS = ["timestep", "layer", "kind", "depth", "accuracy", "cross_entropy", "knn_accuracy", "n_train",
-                "n_test", "pooling", "C"]
+GRID_COLUMNS = ["timestep", "layer", "kind", "depth", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                "cross_entropy", "knn_accuracy", "n_train", "n_test", "pooling", "C"]
+CI_Z = 1.959963984540054  # two-sided 95% normal quantile
 
 
 @dataclass
@@ -143,13 +144,26 @@ def parse_layer_key(key: str) -> tuple[int, str]:
     return -1, key
 
 
+def wilson_interval(accuracy: float, n: int, z: float = CI_Z) -> tuple[float, float]:
+    """Wilson score interval of a binomial proportion (accuracy over n test images); 95% by default.
+
+    Unlike the normal approximation it stays inside [0, 1] and is honest at 0% or 100% on small test sets.
+    """
+    if n < 1:
+        return float("nan"), float("nan")
+    centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
+    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+
+
 def probe_row(timestep: int, layer: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
               pooling: str, knn: bool, **probe_kw) -> dict:
     """One row of a probe grid: linear probe (+ k-NN) on already pooled (n, d) features."""
     res = linear_probe(train_x, train_y, test_x, test_y, **probe_kw)
     depth, kind = parse_layer_key(layer)
+    low, high = wilson_interval(res.accuracy, res.n_test)
     return {"timestep": int(timestep), "layer": layer, "kind": kind, "depth": depth, "accuracy": res.accuracy,
-            "cross_entropy": res.cross_entropy,
+            "accuracy_ci_low": low, "accuracy_ci_high": high, "cross_entropy": res.cross_entropy,
             "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y) if knn else float("nan"),
             "n_train": res.n_train, "n_test": res.n_test, "pooling": pooling, "C": res.C}
 

@@ -9,7 +9,7 @@ import torch
 
 from analysis import probe
 from analysis.probe import (GRID_COLUMNS, knn_accuracy, linear_probe, mean_iou, parse_layer_key, patch_labels,
-                            pixel_baseline, probe_grid, segmentation_probe)
+                            pixel_baseline, probe_grid, segmentation_probe, wilson_interval)
 
 
 def blobs(n: int, d: int = 16, classes: int = 4, sep: float = 4.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -73,6 +73,17 @@ def test_probe_grid_rows(pooling):
     assert (sig.layer, sig.kind, sig.depth, noise.kind) == ("block.1", "block", 1, "attn")
     assert sig.accuracy > 0.9 and noise.accuracy < 0.5 and sig.knn_accuracy > 0.9
     assert (df.n_train == 200).all() and (df.n_test == 100).all() and (df.pooling == pooling).all()
+    assert ((df.accuracy_ci_low <= df.accuracy) & (df.accuracy <= df.accuracy_ci_high)).all()
+    assert (df.accuracy_ci_high - df.accuracy_ci_low).between(0.0, 0.25).all()  # 100 test images: at most ±10 pts
+
+
+def test_wilson_interval_closed_form():
+    # 8 of 10: the textbook Wilson 95% interval (0.4902, 0.9433); 0 of 10 keeps a non-zero upper end
+    assert np.allclose(wilson_interval(0.8, 10), (0.490162, 0.943318), atol=1e-6)
+    assert wilson_interval(0.0, 10)[0] == 0.0 and np.isclose(wilson_interval(0.0, 10)[1], 0.277533, atol=1e-6)
+    low, high = wilson_interval(0.7, 500)  # ~±4 points at 500 images, as bench/README says
+    assert 0.035 < 0.7 - low < 0.045 and 0.035 < high - 0.7 < 0.045
+    assert all(np.isnan(wilson_interval(0.5, 0)))
 
 
 def test_pixel_baseline_uses_the_splits_and_noise():

@@ -82,7 +82,7 @@ def test_oracle_grid_is_kept_in_the_run_dir_and_reused(run, selections):
 def test_analyze_run_writes_every_table(run):
     paths = analyze_run(run, timesteps=[0, 500, 900], layers=[2], n_images=40, progress=False, immse_images=16,
                         hfr_images=16, mi_images=30)
-    assert set(paths) == {"probe", "hfr", "mi", "immse", "selection", "summary", "umap"}
+    assert set(paths) == {"probe", "hfr", "mi", "immse", "selection", "random_init", "summary", "umap"}
     probe = pd.read_parquet(paths["probe"])
     assert set(probe.layer) == {"block.2", "pixels"} and len(probe) == 6
     assert list(pd.read_parquet(paths["selection"]).method) == list(METHODS)
@@ -90,13 +90,22 @@ def test_analyze_run_writes_every_table(run):
     summary = json.loads(paths["summary"].read_text())
     assert summary["best"]["layer"] == "block.2" and summary["methods"]["oracle"]["regret_points"] == 0
     assert 0 <= summary["pixel_baseline"]["best_accuracy"] <= 1
+    best = summary["best"]
+    assert best["accuracy_ci_low"] <= best["accuracy"] <= best["accuracy_ci_high"]
+    runner_up = probe[probe.layer == "block.2"].accuracy.nlargest(2).iloc[1]  # 3 cells: a runner-up exists
+    assert summary["best"]["runner_up"]["accuracy"] == runner_up
+    assert summary["best"]["runner_up"]["within_ci"] == (runner_up >= best["accuracy_ci_low"])
+    random_init = pd.read_parquet(paths["random_init"])  # same cells as the DiT grid, a random-gates DiT
+    assert len(random_init) == 3 and set(random_init.layer) == {"block.2"} and set(random_init.init) == {"random-gates"}
+    assert summary["random_init_baseline"]["best_accuracy"] == random_init.accuracy.max()
     umap = pd.read_parquet(paths["umap"])  # the oracle-best block's UMAP over the (here all 3) timesteps
     assert set(umap.layer) == {summary["best"]["layer"]} and sorted(umap.timestep.unique()) == [0, 500, 900]
     assert len(umap) == 3 * 40 and umap.label.notna().all()
     assert set(analyze_run(run, timesteps=[0, 500], layers=[2], n_images=40, progress=False, immse_images=16,
-                           methods=("oracle",), embedding=False)) == {"probe", "hfr", "selection", "immse", "summary"}
+                           methods=("oracle",), embedding=False, random_init=False)) == {
+        "probe", "hfr", "selection", "immse", "summary"}
     paths = analyze_run(run, timesteps=[0, 500], layers=[2], n_images=40, progress=False, immse_images=16,
-                        methods=("oracle",), embedding=False, attribution_images=2)
+                        methods=("oracle",), embedding=False, random_init=False, attribution_images=2)
     maps = np.load(paths["attribution"])  # two test images at the oracle-best block (the only one here)
     assert maps["attributions"].shape[:2] == (2, 2) and maps["layer"] == 2
 
