@@ -8,7 +8,7 @@
   --out DIR --format pdf,svg,png` runs).
 """
 from analysis.figures.builders import (Plot, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
-                                       hfr_scatter, immse_curve, loss_by_bin, mi_curves, pivot_grid,
+                                       emergence_budget, emergence_curves, hfr_scatter, immse_curve, loss_by_bin, mi_curves, pivot_grid,
                                        policy_marginals, policy_pareto, probe_curves, probe_heatmap,
                                        seed_table_dots, umap_grid)
 from analysis.figures.export import FORMATS, export_figure, export_session, find_browser
@@ -18,6 +18,6 @@ from analysis.figures.theme import FONT, OKABE_ITO, TEMPLATE, WIDTHS
 
 __all__ = ["FIGURES", "FONT", "FORMATS", "OKABE_ITO", "TEMPLATE", "WIDTHS", "FigureSpec", "Plot",
            "attribution_grid", "build_figure", "class_curriculum_heatmap", "comparison_table",
-           "curriculum_heatmap", "export_figure", "export_session", "find_browser", "hfr_scatter", "immse_curve",
+           "curriculum_heatmap", "emergence_budget", "emergence_curves", "export_figure", "export_session", "find_browser", "hfr_scatter", "immse_curve",
            "loss_by_bin", "mi_curves", "missing_inputs", "pivot_grid", "policy_marginals", "policy_pareto",
            "probe_curves", "probe_heatmap", "seed_table_dots", "umap_grid", "write_figures"]

@@ -300,6 +300,59 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
     return plot.result()
 
 
+def _band(plot: Plot, rows: pd.DataFrame, x: str, low: str, high: str, name: str, color: str) -> None:
+    """A filled band between rows[low] and rows[high] over rows[x] (a CI), drawn as one closed polygon."""
+    outline = pd.concat([rows.assign(edge="low", y=rows[low]), rows.iloc[::-1].assign(edge="high", y=rows[high])],
+                        ignore_index=True)
+    plot.line(outline, x, "y", name, mode="lines", fill="toself", fillcolor=color, opacity=0.2,
+              line=dict(width=0), hoverinfo="skip", showlegend=False)
+
+
+def emergence_curves(curves: pd.DataFrame, size: str = "two", height: int | None = None) -> Built:
+    """Probe accuracy over t at each checkpoint's best layer (`analysis.emergence.best_layer_curves`), one line
+    per training budget with its 95% CI band, raw pixels and the random-init DiT dashed."""
+    require_columns(curves, ["model", "step", "series", "timestep", "accuracy", "accuracy_ci_low",
+                             "accuracy_ci_high"], "curves")
+    dit = curves[curves.model == "dit"]
+    steps = ordered(dit.step)
+    keep = ["model", "step", "image_passes", "layer", "timestep", "accuracy", "accuracy_ci_low", "accuracy_ci_high"]
+    plot = Plot(new_figure(size, height))
+    for step, color in zip(steps, ordered_colors(len(steps))):
+        rows = dit[dit.step == step]
+        _band(plot, rows[keep], "timestep", "accuracy_ci_low", "accuracy_ci_high", f"{rows.series.iloc[0]} CI", color)
+        plot.line(rows[keep], "timestep", "accuracy", f"{rows.series.iloc[0]} · {rows.layer.iloc[0]}",
+                  mode="lines+markers", marker_size=3, line=dict(color=color, width=1))
+    for model, dash in (("pixels", "dash"), ("random-init", "dot")):
+        rows = curves[curves.model == model]
+        if len(rows):
+            plot.line(rows[keep], "timestep", "accuracy", f"{model} · {rows.layer.iloc[0]}", mode="lines",
+                      line=dict(color="black", dash=dash, width=1))
+    plot.fig.update_layout(xaxis_title="timestep t", yaxis_title="probe accuracy (best layer, 95% CI)")
+    return plot.result()
+
+
+def emergence_budget(summary: pd.DataFrame, size: str = "one", height: int | None = None) -> Built:
+    """Best-cell probe accuracy vs training budget (log x, 95% CI whiskers) per dataset, each dataset's pixel and
+    random-init baselines as horizontal lines in its colour (dashed, dotted)."""
+    require_columns(summary, ["dataset", "image_passes", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
+                              "pixels", "random_init"], "summary")
+    datasets = ordered(summary.dataset)
+    plot = Plot(new_figure(size, height))
+    for dataset, color in zip(datasets, colors(len(datasets))):
+        rows = summary[summary.dataset == dataset].sort_values("image_passes")
+        plot.line(rows, "image_passes", "accuracy", dataset, mode="lines+markers", marker_size=5,
+                  line=dict(color=color, width=1),
+                  error_y=dict(type="data", array=(rows.accuracy_ci_high - rows.accuracy).to_numpy(),
+                               arrayminus=(rows.accuracy - rows.accuracy_ci_low).to_numpy(), thickness=0.75, width=2))
+        span = rows.iloc[[0, -1]]
+        for column, dash in (("pixels", "dash"), ("random_init", "dot")):
+            plot.line(span, "image_passes", column, f"{dataset} {column.replace('_', '-')}", mode="lines",
+                      line=dict(color=color, dash=dash, width=1), showlegend=False)
+    plot.fig.update_layout(xaxis_title="training budget [image-passes]", yaxis_title="best-cell probe accuracy",
+                           xaxis_type="log")
+    return plot.result()
+
+
 def seed_table_dots(table: pd.DataFrame, size: str = "two", height: int | None = None) -> Built:
     """The seed table (`analysis.seed_table`): linear-probe accuracy per method, mean ± std over seeds as a dot
     with whiskers, one panel per dataset, methods top to bottom in the table's order."""
