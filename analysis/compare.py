@@ -8,6 +8,7 @@
                               raw-pixel baseline accuracy (rows with layer "pixels")
 - analysis/selection.parquet  each selection method's choice (default: hfr), the probe accuracy there, regret
                               (points), its cost in image-passes, the oracle's cost and their ratio
+- analysis/summary.json       the oracle accuracy's 95% CI and the random-init DiT baseline (when analysed)
 Absent files leave their columns NaN and are named in `missing` (e.g. a run not analysed yet); files that are
 present but unreadable or malformed are named, with the reason, in `status` ("ok" otherwise), so one broken run
 never hides the others. `pareto_front` flags, per dataset, the runs no other run beats on cost and accuracy.
@@ -27,7 +28,8 @@ PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows (analysis.pipeline
 METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy_at_choice", "regret": "regret",
                  "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
-               "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_cost_image_passes", "pixel_accuracy"]
+               "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_ci_low", "oracle_ci_high",
+               "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy"]
 
 
 class RunTableError(ValueError):
@@ -76,12 +78,27 @@ def _selection(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
     return out
 
 
+def _summary(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    import json
+
+    path = rd.analysis / "summary.json"
+    try:
+        summary = json.loads(path.read_text())
+        best = summary["best"]
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RunTableError(f"analysis/summary.json: expected a JSON object with a 'best' cell ({e})") from None
+    random_init = summary.get("random_init_baseline") or {}
+    return {"oracle_ci_low": best.get("accuracy_ci_low", math.nan), "oracle_ci_high": best.get("accuracy_ci_high",
+            math.nan), "random_init_accuracy": random_init.get("best_accuracy", math.nan)}
+
+
 # file (relative to the run dir) or files (any one present suffices) -> reader
 READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]] = {
     ("metrics.parquet", "latest.json"): _training,
     ("curriculum.parquet",): _curriculum,
     ("analysis/probe.parquet",): _probe,
     ("analysis/selection.parquet",): _selection,
+    ("analysis/summary.json",): _summary,
 }
 READ_ERRORS = (RunDirError, RunTableError, KeyError, ValueError, TypeError)  # pyarrow/pandas raise several types
 
@@ -155,14 +172,43 @@ def table_latex(df: pd.DataFrame) -> str:
     return df.drop(columns="path", errors="ignore").to_latex(index=False, escape=True, float_format="%.3f", na_rep="–")
 
 
+def _cell(row: pd.Series, prefix: str) -> str:
+    """'(t, block.i)' of a choice; '–' when absent."""
+    t, layer = row.get(f"{prefix}_timestep"), row.get(f"{prefix}_layer")
+    return "–" if pd.isna(t) else f"({int(t)}, {layer})"
+
+
+def _pct(x: float) -> str:
+    return "–" if pd.isna(x) else f"{100 * x:.1f}"
+
+
+def table_markdown(df: pd.DataFrame, methods: Sequence[str] = ("hfr", "mi")) -> str:
+    """The README's results table: per run its counted cost, the oracle cell with accuracy and 95% CI (%), the
+    pixel and random-init baselines and each method's choice with its regret (points)."""
+    header = ["run", "image-passes", "eff. timesteps", "oracle (t, layer)", "accuracy % [95% CI]", "raw pixels %",
+              "random-init DiT %", *[f"{m} choice: regret" for m in methods]]
+    lines = ["| " + " | ".join(header) + " |", "|" + " --- |" * len(header)]
+    for _, r in df.iterrows():
+        ci = "" if pd.isna(r.oracle_ci_low) else f" [{_pct(r.oracle_ci_low)}, {_pct(r.oracle_ci_high)}]"
+        cells = [r.run, "–" if pd.isna(r.image_passes) else f"{int(r.image_passes):,}",
+                 "–" if pd.isna(r.effective_timesteps) else f"{r.effective_timesteps:.0f}", _cell(r, "oracle"),
+                 _pct(r.oracle_accuracy) + ci, _pct(r.pixel_accuracy), _pct(r.random_init_accuracy),
+                 *[f"{_cell(r, m)}: {r[f'{m}_regret']:.1f} pts" if pd.notna(r.get(f"{m}_regret")) else "–"
+                   for m in methods]]
+        lines.append("| " + " | ".join(str(c) for c in cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
 TABLE_WRITERS: dict[str, Callable[[pd.DataFrame, Path], None]] = {
     ".csv": lambda df, path: df.to_csv(path, index=False),
     ".tex": lambda df, path: path.write_text(table_latex(df)),
+    ".md": lambda df, path: path.write_text(table_markdown(df, [c.removesuffix("_regret") for c in df.columns
+                                                               if c.endswith("_regret")])),
 }
 
 
 def write_table(df: pd.DataFrame, path: str | Path) -> Path:
-    """Write the comparison table as CSV or LaTeX, chosen by the file's suffix."""
+    """Write the comparison table as CSV, LaTeX or Markdown (the README's table), chosen by the file's suffix."""
     path = Path(path)
     if path.suffix not in TABLE_WRITERS:
         raise ValueError(f"{path}: expected a file name ending in {' or '.join(TABLE_WRITERS)}")

@@ -22,7 +22,8 @@ def runs(tmp_path_factory, tiny_run):
 
 
 def write_analysis(run, best=(100, "block.2", 0.8), hfr=(300, "block.1", 0.6)):
-    """probe.parquet (DiT grid + pixel rows) and selection.parquet (oracle + hfr) as analysis.pipeline writes them."""
+    """probe.parquet (DiT grid + pixel rows), selection.parquet (oracle + hfr) and summary.json (the best cell's CI,
+    the random-init baseline) as analysis.pipeline writes them."""
     probe = pd.DataFrame({"timestep": [0, 100, 300, 0, 100, 300],
                           "layer": ["block.2", best[1], hfr[1], "pixels", "pixels", "pixels"],
                           "accuracy": [0.5, best[2], hfr[2], 0.7, 0.55, 0.3]})
@@ -32,6 +33,9 @@ def write_analysis(run, best=(100, "block.2", 0.8), hfr=(300, "block.1", 0.6)):
                               "accuracy_at_choice": [best[2], hfr[2]], "regret": [0.0, 100 * (best[2] - hfr[2])],
                               "cost_image_passes": [6000, 64], "cost_ratio": [1.0, 6000 / 64]})
     write_parquet(run / "analysis" / "selection.parquet", selection)
+    (run / "analysis" / "summary.json").write_text(json.dumps({
+        "best": {"timestep": best[0], "layer": best[1], "accuracy": best[2], "accuracy_ci_low": best[2] - 0.05,
+                 "accuracy_ci_high": best[2] + 0.04}, "random_init_baseline": {"best_accuracy": 0.65}}))
 
 
 def test_rows_from_real_runs_and_analysis_tables(runs, tmp_path):
@@ -50,11 +54,12 @@ def test_rows_from_real_runs_and_analysis_tables(runs, tmp_path):
     assert (a.hfr_timestep, a.hfr_layer, a.hfr_accuracy, a.hfr_regret) == (300, "block.1", 0.6, pytest.approx(20))
     assert (a.hfr_cost_image_passes, a.oracle_cost_image_passes, a.pixel_accuracy) == (64, 6000, 0.7)
     assert a.hfr_cost_ratio == 6000 / 64
+    assert (a.oracle_ci_low, a.oracle_ci_high, a.random_init_accuracy) == (pytest.approx(0.75), pytest.approx(0.84), 0.65)
     assert (a.missing, a.status) == ("", "ok")
     f = df.set_index("run").loc["fixed"]
     assert f.policy == "fixed" and f.effective_timesteps == pytest.approx(2, rel=1e-6)  # p(t) on two timesteps
     assert math.isnan(f.oracle_accuracy) and math.isnan(f.hfr_accuracy) and f.status == "ok"
-    assert f.missing == "analysis/probe.parquet, analysis/selection.parquet"
+    assert f.missing == "analysis/probe.parquet, analysis/selection.parquet, analysis/summary.json"
 
 
 def test_broken_runs_are_listed_not_raised(runs, tmp_path):
