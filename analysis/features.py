@@ -375,6 +375,9 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
                   "n_train": len(splits.train), "n_test": len(splits.test), "timesteps": ts, "layers": block_layers,
                   "kinds": list(kinds), "tokens": tokens, "condition_on_labels": condition_on_labels,
                   "schedule": [src.schedule.kind, src.schedule.num_timesteps]}
+    bf16 = device.startswith("cuda")  # CUDA extraction runs under bf16 autocast; pooled features stay float32
+    if bf16:
+        key_fields["autocast"] = "bf16"
     folder = Path(cache_dir) if cache_dir is not None else (src.run.analysis / "features" if src.run else None)
     stem = folder / cache_key(key_fields) if cache and folder is not None else None
     if stem is not None and (hit := _load_bank(stem)) is not None:
@@ -384,7 +387,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     model.eval().to(device)
     start = time.perf_counter()
     try:
-        with torch.inference_mode():
+        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
             pooled, token_maps, passes = _extract(model, splits, src.schedule, ts, block_layers, kinds, tokens,
                                                   batch_size, device, progress, condition_on_labels)
     finally:

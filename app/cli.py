@@ -77,7 +77,12 @@ def _int_list(text: str) -> list[int]:
 
 # -- analyze --------------------------------------------------------------------------------------------------
 def _analyze_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("run", help="run dir")
+    p.add_argument("run", nargs="?", help="run dir (or give --model and --out instead)")
+    p.add_argument("--model", help="a model file or folder to analyse without a run dir (official DiT .pt, "
+                   "diffusers DiT / DiTPipeline folder, this project's checkpoint); needs --data and --out")
+    p.add_argument("--vae", help="diffusers AutoencoderKL folder: images are encoded to latents before noising")
+    p.add_argument("--image-size", type=int, help="with --model: image side in pixels (default: the model's input)")
+    p.add_argument("--out", help="with --model: output dir; artefacts go to OUT/analysis/")
     p.add_argument("--data", help="dataset spec (default: the run's)")
     p.add_argument("--timesteps", type=_int_list, help="candidate timesteps, e.g. 0,100,200 or 0:1000:50")
     p.add_argument("--layers", type=_int_list, help="block indices, e.g. 0,3,5 (default: all)")
@@ -92,9 +97,19 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
 def _analyze(args: argparse.Namespace) -> int:
     from analysis.pipeline import analyze_run
 
-    paths = analyze_run(args.run, data=args.data, timesteps=args.timesteps, layers=args.layers,
-                        n_images=args.n_images, seed=args.seed, device=args.device,
-                        attribution_images=args.attribution_images)
+    if args.model is not None:
+        from analysis.model_analysis import analyze_model
+
+        if args.run is not None or args.data is None or args.out is None:
+            raise ValueError("analyze: --model takes no RUN and needs --data and --out")
+        paths = analyze_model(args.model, args.data, args.out, args.image_size, args.vae, args.timesteps,
+                              args.layers, args.n_images, args.seed, device=args.device)
+    elif args.run is None:
+        raise ValueError("analyze: give a RUN dir, or --model PATH with --data and --out")
+    else:
+        paths = analyze_run(args.run, data=args.data, timesteps=args.timesteps, layers=args.layers,
+                            n_images=args.n_images, seed=args.seed, device=args.device,
+                            attribution_images=args.attribution_images)
     for name, path in paths.items():
         print(f"{name:10} {path}")
     return 0
@@ -132,7 +147,7 @@ def _select(args: argparse.Namespace) -> int:
 def _compare_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("runs", nargs="+", help="run dirs (broken ones are listed with the reason)")
     p.add_argument("--methods", nargs="+", default=["hfr"], help="selection methods to tabulate beside the oracle")
-    p.add_argument("--out", help="write the table as CSV (.csv) or LaTeX (.tex)")
+    p.add_argument("--out", help="write the table as CSV (.csv), LaTeX (.tex) or Markdown (.md, the README's table)")
 
 
 @command("compare", "policies x datasets: accuracy at the oracle and selected cells, counted cost", _compare_args)
@@ -144,6 +159,38 @@ def _compare(args: argparse.Namespace) -> int:
     if args.out:
         write_table(table, args.out)
     print(table.drop(columns=["path"]).to_string(index=False))
+    return 0
+
+
+# -- sample ---------------------------------------------------------------------------------------------------
+def _sample_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("run", help="run dir or checkpoint")
+    p.add_argument("--n", type=int, default=64, help="number of images")
+    p.add_argument("--steps", type=int, default=50, help="sampling steps (a strided subsequence of the schedule)")
+    p.add_argument("--sampler", choices=["ddim", "ddpm"], default="ddim", help="DDIM (eta = 0) or DDPM ancestral")
+    p.add_argument("--cfg-scale", type=float, default=1.0, help="classifier-free guidance scale (conditional runs)")
+    p.add_argument("--class", dest="class_", type=int, metavar="K",
+                   help="class to sample (conditional runs; default: in turn)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the noise (same seed -> same images)")
+    p.add_argument("--out", required=True, help="folder for samples.npz and samples.png")
+    p.add_argument("--device", default="cpu", help="cpu or cuda")
+
+
+@command("sample", "sample images from a run's EMA DiT (DDIM / DDPM); writes OUT/samples.npz and a PNG grid",
+         _sample_args)
+def _sample(args: argparse.Namespace) -> int:
+    import torch
+
+    from analysis.generation import load_generator, sample, write_samples
+
+    gen = load_generator(args.run)
+    if args.class_ is not None and not gen.conditional:
+        raise ValueError(f"--class: {args.run} is an unconditional run (trained on the null class only)")
+    y = (torch.arange(args.n) % gen.num_classes if args.class_ is None else args.class_) if gen.conditional else None
+    images = sample(gen.model, args.n, args.steps, args.sampler, gen.schedule, y, args.cfg_scale, args.seed,
+                    device=args.device, progress=True)
+    for path in write_samples(images, args.out):
+        print(path)
     return 0
 
 

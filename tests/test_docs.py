@@ -43,24 +43,24 @@ def _name(action: argparse.Action) -> str:
     return f"{flag} {metavar}" + (" ..." if action.nargs in ("+", "*") else "")
 
 
-def _default(action: argparse.Action) -> str:
+def _default(action: argparse.Action, command: str) -> str:
     if action.required or (not action.option_strings and action.nargs not in ("*", "?")):
         return "required"
     if action.nargs == 0:  # a switch: off unless given
         return ""
-    if action.default is None and action.dest in TRAIN_DEFAULTS:  # train flags default to TrainConfig's fields
+    if command == "train" and action.default is None and action.dest in TRAIN_DEFAULTS:  # TrainConfig's fields
         return f"`{TRAIN_DEFAULTS[action.dest]}`"
     if action.default is None or action.default == [] or action.default is argparse.SUPPRESS:
         return ""
     return "`" + (" ".join(map(str, action.default)) if isinstance(action.default, list) else str(action.default)) + "`"
 
 
-def flag_table(sub: argparse.ArgumentParser) -> str:
+def flag_table(sub: argparse.ArgumentParser, command: str) -> str:
     """A Markdown table: argument | default | meaning, one row per argument of `sub`."""
     rows = ["| argument | default | meaning |", "| --- | --- | --- |"]
     for a in options(sub):
         text = (a.help or "").replace("|", "\\|")
-        rows.append(f"| `{_name(a)}` | {_default(a)} | {text} |")
+        rows.append(f"| `{_name(a)}` | {_default(a, command)} | {text} |")
     return "\n".join(rows)
 
 
@@ -107,10 +107,10 @@ def test_no_stale_flags(doc_sections):
 
 def test_flag_tables_match_the_parser(doc_sections):
     """Each section's flag table is exactly the generated one (defaults and help texts included)."""
-    stale = [name for name, sub in subcommands(build_parser()).items() if flag_table(sub) not in doc_sections[name]]
+    stale = [name for name, sub in subcommands(build_parser()).items() if flag_table(sub, name) not in doc_sections[name]]
     assert not stale, f"docs/cli.md flag tables differ from the parser for {stale} (regenerate: python tests/test_docs.py)"
 
 
 if __name__ == "__main__":
     for name, sub in subcommands(build_parser()).items():
-        print(f"## aselect {name}\n\n{sub.description}\n\n{flag_table(sub)}\n")
+        print(f"## aselect {name}\n\n{sub.description}\n\n{flag_table(sub, name)}\n")
