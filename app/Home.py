@@ -4,13 +4,13 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from app import jobs, state
+from app import choices, jobs, state
 from aselect_core.datasets import list_datasets
 from aselect_core.model import DIT_CONFIGS
 from aselect_core.policies import POLICIES
 
 state.page("Runs", "Each run dir under the runs root: its dataset, model, policy, counted cost (DiT image-passes), "
-                   "best probe accuracy, and which analyses it holds.")
+                   "best probe accuracy, which analyses it holds, and what it answers.")
 root = state.runs_root()
 st.sidebar.markdown(f"Runs root: `{root}`")
 runs = state.list_runs(root)
@@ -25,6 +25,19 @@ if runs:
     for r in runs:
         if r.error:
             st.warning(f"`{r.name}` is broken: {r.error}")
+    answered = [r for r in runs if r.error is None]
+    if answered:
+        st.subheader("What each run answers")
+        st.caption("From each run's `analysis/summary.json`: the oracle (timestep, layer) with its probe accuracy and "
+                   "95% CI, the raw-pixel and random-init DiT baselines (best over their grids), what HFR and MI chose "
+                   "and their regret in accuracy points; — where the run has no such field. Click a row to open the "
+                   "run in the Timestep explorer.")
+        answers = pd.DataFrame([{"run": r.name, **choices.answer_row(state.summary(r.path))} for r in answered],
+                               columns=["run", *choices.ANSWER_COLUMNS])
+        picked = st.dataframe(answers, hide_index=True, width="stretch", on_select="rerun",
+                              selection_mode="single-row", key="answers").selection.rows
+        if picked:
+            state.open_run(answers.run.iloc[picked[0]])
 else:
     st.info(f"No run dirs under `{root}` yet: start one below.")
 

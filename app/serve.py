@@ -28,7 +28,8 @@ def resolve_runs_root(runs_root: Path | str | None = None) -> Path:
 def command(port: int, host: str = "127.0.0.1") -> list[str]:
     """The `streamlit run` command line for the app."""
     return [sys.executable, "-m", "streamlit", "run", str(REPO / "app" / "Home.py"), "--server.address", host,
-            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false"]
+            "--server.port", str(port), "--server.headless", "true", "--browser.gatherUsageStats", "false",
+            "--client.toolbarMode", "minimal"]  # no Deploy button: this is a local workbench
 
 
 def serve(runs_root: Path | None, port: int, host: str = "127.0.0.1") -> int:

@@ -13,15 +13,20 @@ from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
+import plotly.graph_objects as go
 import streamlit as st
 
-from app import jobs
+from app import choices, jobs
 from app.serve import resolve_runs_root
 from aselect_core.train.rundir import RunDir
 
-ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution")
+ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
 SEED_TABLE_ENV = "ASELECT_SEED_TABLE"
+EXPLORER = "pages/1_Timestep_explorer.py"
+# px each side of a plot at least: Streamlit's plotly theme sets the template's left and right margins to 0, which
+# puts the right frame line and the last tick label on the container's edge (and pads axis lines out beyond them)
+MARGIN = {"l": 8, "r": 24, "t": 8, "b": 8}
 
 
 @dataclass(frozen=True)
@@ -110,6 +115,31 @@ def summary(run: Path) -> dict[str, Any] | None:
 
 
 @st.cache_data(show_spinner=False)
+def _attributions(path: str, key: tuple[float, ...]) -> choices.StoredAttributions:
+    with np.load(path) as arrays:
+        return choices.StoredAttributions.read(arrays)
+
+
+def stored_attributions(run: Path) -> choices.StoredAttributions:
+    """The run's analysis/attribution.npz (empty when it has none)."""
+    path = analysis_path(run, "attribution")
+    return _attributions(str(path), stamp(path)) if path.is_file() else choices.StoredAttributions.read(None)
+
+
+@st.cache_data(show_spinner=False)
+def _segmentation_masks(path: str, key: tuple[float, ...]):
+    from analysis.segmentation import StoredMasks
+
+    return StoredMasks.read(path)
+
+
+def segmentation_masks(run: Path):
+    """The run's analysis/segmentation_masks.npz as `analysis.segmentation.StoredMasks`; None when absent."""
+    path = RunDir(run).analysis / "segmentation_masks.npz"
+    return _segmentation_masks(str(path), stamp(path)) if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False)
 def _figure(name: str, run: str, key: tuple[float, ...], opts: tuple[tuple[str, Any], ...]):
     from analysis.figures import build_figure
 
@@ -159,13 +189,31 @@ def pick_run(label: str = "run", key: str = "run", runs: list[Run] | None = None
     return good[names.index(name)].path
 
 
+def framed(fig: go.Figure) -> go.Figure:
+    """`fig` with each margin at least MARGIN's (its own or its template's when larger), no padding between plot
+    area and axes, and every axis line drawn on both sides, so its frame and tick labels lie inside the container."""
+    own, template = fig.layout.margin, fig.layout.template.layout.margin
+    fig.update_layout(margin={**{side: max(own[side] or template[side] or 0, least) for side, least in MARGIN.items()},
+                              "pad": 0})
+    fig.update_xaxes(showline=True, mirror=True, automargin=True)
+    return fig.update_yaxes(showline=True, mirror=True, automargin=True)
+
+
+def open_run(name: str, page: str = EXPLORER) -> None:
+    """Switch to `page` (a path relative to Home.py) with run `name` chosen in its `pick_run` (default key); call it
+    before this script's own `pick_run`."""
+    st.session_state["_run"] = name
+    st.session_state.pop("pick_run", None)  # the selectbox opens on `_run` again
+    st.switch_page(page)
+
+
 def show(built: tuple[Any, pd.DataFrame], key: str, height: int = 360, mark_x: int | None = None,
          **layout: Any) -> None:
     """A figure builder's (fig, data) at screen size (builders set paper sizes), `mark_x` as a dotted vertical line."""
     fig, _ = built
     if mark_x is not None:
         fig.add_vline(x=mark_x, line_dash="dot")
-    st.plotly_chart(fig.update_layout(height=height, width=None, **layout), key=key)
+    st.plotly_chart(framed(fig.update_layout(height=height, width=None, **layout)), key=key)
 
 
 def job_panel(run: Path, kind: str) -> jobs.JobState | None:
@@ -233,10 +281,14 @@ def _depth(run: str, key: tuple[float, ...]) -> int:
     return resolve_source(run).model.config["depth"]
 
 
-def block_choice(run: Path, where: Any = st) -> int:
-    """A selectbox (in `where`: st, st.sidebar or a column) over the blocks of the run's latest DiT."""
-    depth = _depth(str(run), stamp(RunDir(run).latest_path))
-    return where.selectbox("block", range(depth), format_func=lambda i: f"block.{i}")
+def block_choice(run: Path, where: Any = st, computed: list[int] | None = None, preferred: int | None = None) -> int:
+    """A selectbox (in `where`: st, st.sidebar or a column) over the blocks of the run's latest DiT, the `computed`
+    ones first and marked; it opens on the first computed block, else on `preferred`."""
+    computed = computed or []
+    options = choices.computed_first(range(_depth(str(run), stamp(RunDir(run).latest_path))), computed)
+    default = choices.default_choice(options, computed, preferred)
+    return where.selectbox("block", options, index=options.index(default),
+                           format_func=lambda i: choices.marked(f"block.{i}", i in computed))
 
 
 @st.cache_data(show_spinner=False)

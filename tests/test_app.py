@@ -7,6 +7,7 @@ import json
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 import pandas as pd
@@ -15,8 +16,8 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 from analysis.pipeline import analyze_run
-from app import jobs
-from app.serve import RUNS_ENV, resolve_runs_root
+from app import choices, jobs
+from app.serve import DEMO_RUNS, RUNS_ENV, resolve_runs_root
 from app.state import SEED_TABLE_ENV
 
 APP = Path(__file__).resolve().parents[1] / "app"
@@ -36,8 +37,8 @@ def root(tmp_path_factory, tiny_run) -> Path:
     return root
 
 
-@pytest.fixture
-def app(root, monkeypatch):
+def page_runner(root: Path, monkeypatch: pytest.MonkeyPatch) -> Callable[..., AppTest]:
+    """`run(page, **session_state)`: the page served over `root`, run once, checked to raise nothing."""
     monkeypatch.setenv(RUNS_ENV, str(root))
     monkeypatch.setenv(SEED_TABLE_ENV, str(root / "no-seed-table.csv"))  # pages never read the repo's results
     st.cache_data.clear()
@@ -50,6 +51,17 @@ def app(root, monkeypatch):
         assert not at.exception, at.exception
         return at
     return run
+
+
+@pytest.fixture
+def app(root, monkeypatch):
+    return page_runner(root, monkeypatch)
+
+
+@pytest.fixture
+def demo(monkeypatch):
+    """The pages over the shipped, analysed runs (read, never written)."""
+    return page_runner(DEMO_RUNS, monkeypatch)
 
 
 def charts(at: AppTest) -> list[dict]:
@@ -71,11 +83,27 @@ def test_runs_lists_runs_and_broken_ones(app):
     assert any("broken" in w.value and "not valid JSON" in w.value for w in at.warning)
 
 
-def test_explorer_shows_analysis_and_widgets_change_it(app):
+def test_runs_show_each_answer_and_a_click_opens_the_explorer(demo):
+    at = demo("runs")
+    answers = at.dataframe[1].value.set_index("run")
+    names = sorted(p.name for p in DEMO_RUNS.iterdir() if (p / "config.json").is_file())
+    assert list(answers.index) == names and list(answers.columns) == list(choices.ANSWER_COLUMNS)
+    for name in names:
+        summary = json.loads((DEMO_RUNS / name / "analysis" / "summary.json").read_text())
+        assert answers.loc[name].to_dict() == choices.answer_row(summary)
+    at.session_state["answers"] = {"selection": {"rows": [1], "columns": [], "cells": []}}  # a click on row 1
+    at.run()
+    assert not at.exception and at.title[0].value == "Timestep explorer"
+    assert at.sidebar.selectbox(key="pick_run").value == names[1] and len(charts(at)) == 3
+
+
+def test_explorer_opens_on_the_oracle_cell_and_widgets_change_it(app, root):
     at = app("timestep_explorer", _run="a")
     assert len(charts(at)) == 3 and {m.label for m in at.metric} >= {"oracle choice", "hfr choice"}
+    summary = json.loads((root / "a" / "analysis" / "summary.json").read_text())["best"]
+    assert at.select_slider[0].value == summary["timestep"] and summary["layer"] in at.multiselect[0].value
     before_images = at.get("image")[1].proto.imgs[0].url
-    at.select_slider[0].set_value(500).run()
+    at.select_slider[0].set_value(500 - summary["timestep"]).run()  # the other of the grid's timesteps 0, 500
     assert at.get("image")[1].proto.imgs[0].url != before_images  # x_t at the new t
     heat = charts(at)[0]
     at.radio[0].set_value("high-frequency ratio").run()
@@ -107,6 +135,25 @@ def test_embeddings_compute_then_pick_timestep(app):
     first = charts(at)[0]["data"]
     at.select_slider[0].set_value(500).run()
     assert charts(at)[0]["data"] != first
+
+
+def test_embeddings_open_on_the_stored_umap(demo):
+    at = demo("embeddings")
+    run = at.sidebar.selectbox(key="pick_run").value
+    points = pd.read_parquet(DEMO_RUNS / run / "analysis" / "umap.parquet")
+    block = at.sidebar.selectbox[1]
+    assert block.value == choices.block_index(points.layer.iloc[0]) and block.options[0].endswith(choices.MARK)
+    assert len(charts(at)) == 1 and not at.button
+    assert at.select_slider[0].options == [str(t) for t in sorted(points.timestep.unique())]
+
+
+def test_attributions_open_on_a_stored_map(demo):
+    at = demo("attributions")
+    stored = np.load(DEMO_RUNS / at.sidebar.selectbox(key="pick_run").value / "analysis" / "attribution.npz")
+    image, target, block = (s.value for s in at.main.selectbox)
+    assert (image, target, block) == (0, int(stored["targets"][0]), int(stored["layer"]))
+    assert all(s.options[0].endswith(choices.MARK) for s in at.main.selectbox)
+    assert at.multiselect[0].value == stored["timesteps"].tolist() and len(charts(at)) == 1 and not at.button
 
 
 def test_attributions(app):

@@ -1,6 +1,7 @@
-"""The real app server in headless Chromium (Playwright, Debian's /usr/bin/chromium): every page draws its plot
-and shows no exception box. Screenshots go to a tmp dir; with ASELECT_SCREENSHOT=1 the explorer's is also saved
-to docs/screenshot_explorer.png for the README."""
+"""The real app server in headless Chromium (Playwright, Debian's /usr/bin/chromium) on the shipped runs: every
+page draws its results on first open (a plot or an image, not a compute button), shows no exception box and no
+Deploy button. Screenshots go to a tmp dir; with ASELECT_SCREENSHOT=1 the explorer's is also saved to
+docs/screenshot_explorer.png for the README."""
 from __future__ import annotations
 
 import os
@@ -12,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from app.serve import RUNS_ENV, command
+from app.serve import DEMO_RUNS, RUNS_ENV, command
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
@@ -21,10 +22,18 @@ CHROMIUM = "/usr/bin/chromium"
 ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
         "--disable-sync", "--no-first-run"]
 DOCS = Path(__file__).resolve().parents[1] / "docs"
-# page url path -> what must be drawn there ("" is Home / Runs)
-PAGES = {"": "[data-testid=stDataFrame]", "Timestep_explorer": ".js-plotly-plot", "Curricula": ".js-plotly-plot",
-         "Embeddings": "[data-testid=stButton]", "Attributions": "[data-testid=stButton]",
-         "Compare": ".js-plotly-plot", "Figures": ".js-plotly-plot"}
+# page url path -> what must be drawn there on first open ("" is Home / Runs)
+PAGES = {"": "[data-testid=stDataFrame]", **dict.fromkeys(
+    ["Timestep_explorer", "Curricula", "Embeddings", "Attributions", "Compare", "Figures"], ".js-plotly-plot")}
+WIDTHS = (1440, 1024, 1920)  # px: the first is where pages open and screenshots are taken
+# every plot's tick labels and axis lines (frame) lie inside its container, as (left, right) pairs that do not
+OUTSIDE = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(plot => {
+    const box = plot.getBoundingClientRect();
+    return [...plot.querySelectorAll('.xtick text, .ytick text, path.xlines-above, path.ylines-above')]
+        .map(e => e.getBoundingClientRect())
+        .filter(r => r.width > 0 && (r.left < box.left || r.right > box.right))
+        .map(r => [r.left - box.left, r.right - box.left, box.width]);
+})"""
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Debian's chromium")
 
@@ -36,14 +45,9 @@ def free_port() -> int:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, tiny_run):
-    from analysis.pipeline import analyze_run
-
-    root = tmp_path_factory.mktemp("runs")
-    analyze_run(tiny_run(root / "a", curriculum_every=2), timesteps=[0, 500], layers=[0, 1], n_images=40,
-                immse_images=8, methods=("oracle", "hfr", "mi"), embedding=False, progress=False)
+def server():
     port = free_port()
-    proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(root)}, cwd=Path(__file__).parents[1],
+    proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(DEMO_RUNS)}, cwd=Path(__file__).parents[1],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -57,18 +61,24 @@ def server(tmp_path_factory, tiny_run):
     proc.wait(timeout=20)
 
 
-def test_every_page_draws_without_exception(server, tmp_path):
+def test_every_page_draws_its_results_inside_its_frame(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
-        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
         for path, selector in PAGES.items():
+            page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
             page.goto(f"{server}/{path}")
             page.wait_for_selector(selector, timeout=90_000)
             page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
             assert page.locator("[data-testid=stException]").count() == 0, path
+            assert page.locator("[data-testid=stAppDeployButton]").count() == 0, path
             shot = tmp_path / f"{path or 'Home'}.png"
             page.screenshot(path=shot, full_page=True)
             if path == "Timestep_explorer" and os.environ.get("ASELECT_SCREENSHOT"):
                 page.screenshot(path=DOCS / "screenshot_explorer.png", type="png")
+            for width in WIDTHS:
+                page.set_viewport_size({"width": width, "height": 1000})
+                page.wait_for_timeout(1000)  # plotly re-lays out to the new container width
+                assert page.evaluate(OUTSIDE) == [], (path, width)
         browser.close()
     assert len(list(tmp_path.glob("*.png"))) == len(PAGES)

@@ -1,13 +1,16 @@
-"""Timestep explorer: what each DiT layer knows at each timestep (probe accuracy, label MI, HFR), and x_t itself."""
+"""Timestep explorer: what each DiT layer knows at each timestep (probe accuracy, label MI, HFR, segmentation
+mIoU where the dataset has masks), and x_t itself."""
 from __future__ import annotations
 
 import streamlit as st
 
 from analysis.figures import immse_curve, mi_curves, probe_curves, probe_heatmap
-from app import jobs, state
+from analysis.segmentation import mask_rgb
+from app import choices, jobs, state
 
 state.page("Timestep explorer", "Linear-probe accuracy, label mutual information and high-frequency ratio of the "
-                                "DiT's features over timestep t and layer, from `analysis.pipeline.analyze_run`.")
+                                "DiT's features over timestep t and layer (and, where the dataset has masks, the "
+                                "per-patch segmentation probe), from `analysis.pipeline.analyze_run`.")
 run = state.pick_run()
 if run is None or not state.require(run, ("probe", "hfr", "immse", "selection"), "Timestep analysis", "analyze",
                                     lambda: jobs.analyze_command(run, state.DEFAULT_TIMESTEPS, 500)):
@@ -15,12 +18,13 @@ if run is None or not state.require(run, ("probe", "hfr", "immse", "selection"),
 
 probe, hfr, mi = state.table(run, "probe"), state.table(run, "hfr"), state.table(run, "mi")
 selection, immse = state.table(run, "selection"), state.table(run, "immse")
+segmentation = state.table(run, "segmentation")
 METRICS = {"probe accuracy": (probe, "accuracy"), "k-NN accuracy": (probe, "knn_accuracy"),
-           "label MI I(y; features)": (mi, "mi_nats"), "high-frequency ratio": (hfr, "hfr_mean")}
+           "label MI I(y; features)": (mi, "mi_nats"), "high-frequency ratio": (hfr, "hfr_mean"),
+           "segmentation mIoU": (segmentation, "miou"), "segmentation pixel accuracy": (segmentation, "pixel_accuracy")}
 available = [name for name, (df, col) in METRICS.items() if df is not None and col in df and df[col].notna().any()]
 
-choices = st.columns(len(selection))
-for col, row in zip(choices, selection.itertuples()):
+for col, row in zip(st.columns(len(selection)), selection.itertuples()):
     col.metric(f"{row.method} choice", f"t={row.timestep} · {row.layer}", f"accuracy {row.accuracy_at_choice:.3f}",
                delta_color="off", delta_arrow="off",
                help=f"{row.cost_image_passes:,} image-passes, regret {row.regret:.3f}")
@@ -29,16 +33,42 @@ metric = st.radio("measure", available, horizontal=True)
 df, column = METRICS[metric]
 layers = [layer for layer in df.layer.unique() if layer != "pixels"]
 timesteps = sorted(int(t) for t in df.timestep.unique())
-t = st.select_slider("timestep t", timesteps, value=timesteps[0])
+oracle_t, oracle_layer = choices.oracle_cell(state.summary(run)) or (None, None)
+t = st.select_slider("timestep t", timesteps, value=choices.default_choice(timesteps, [], oracle_t))
 pooling = "mean" if "pooling" in df else None
 left, right = st.columns(2)
 with left:
     state.show(probe_heatmap(df, metric=column, pooling=pooling), "heatmap", mark_x=t)
 with right:
-    shown = st.multiselect("layers", layers, default=layers[-1:] + layers[:1] if len(layers) > 1 else layers)
+    shown = st.multiselect("layers", layers, default=choices.default_layers(layers, oracle_layer))
     rows = df[df.layer.isin([*shown, "pixels"])]
-    curves = mi_curves(rows) if column == "mi_nats" else probe_curves(rows, selection, metric=column, pooling=pooling)
+    marks = selection if df is probe else None  # the methods choose cells for classification
+    curves = mi_curves(rows) if column == "mi_nats" else probe_curves(rows, marks, metric=column, pooling=pooling)
     state.show(curves, "curves", mark_x=t, yaxis_title=metric)
+
+stored = state.segmentation_masks(run) if df is segmentation else None
+if stored is not None:
+    best = (state.summary(run) or {}).get("segmentation") or {}
+    left, right = st.columns([1, 3])
+    layer = left.selectbox("layer of the predicted masks", layers,
+                           index=layers.index(best["layer"]) if best.get("layer") in layers else 0)
+    pred = stored.at(t, layer)
+    cell = df[(df.timestep == t) & (df.layer == layer)]
+    if best:
+        left.caption(f"Best cell: t = {best['timestep']} · {best['layer']}, mIoU {best['best_miou']:.3f} "
+                     f"(95% CI {best['miou_ci_low']:.3f}–{best['miou_ci_high']:.3f}); raw pixels "
+                     f"{best['pixel_baseline_miou']:.3f}.")
+    with right:
+        st.subheader(f"Predicted masks at t = {t} · {layer}"
+                     + (f" (mIoU {cell.miou.iloc[0]:.3f})" if len(cell) else ""))
+        if pred is None:
+            st.info(f"analysis/segmentation_masks.npz holds no predictions at t = {t} · {layer}.")
+        else:
+            n = len(pred)
+            st.image([state.to_image(x) for x in stored.images], caption=[f"test image {i}" for i in range(n)],
+                     width=96, clamp=True)
+            st.image(list(mask_rgb(stored.masks)), caption=["true mask"] * n, width=96)
+            st.image(list(mask_rgb(pred)), caption=["predicted"] * n, width=96)
 
 st.subheader(f"Noised examples x_t at t = {t}")
 x0, xt, names = state.noised_examples(str(run), t)

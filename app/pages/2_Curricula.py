@@ -34,7 +34,7 @@ def curriculum_column(run: Path, key: str) -> None:
     state.show(curriculum_heatmap(cur), f"heat_{key}", height=380, mark_x=step)
     p = snapshot(cur, step).rename("probability").to_frame().join(bin_table(cur).set_index("bin"))
     fig = px.bar(p, x="t_mid", y="probability", labels={"t_mid": "timestep t (bin centre)", "probability": "p(bin)"})
-    st.plotly_chart(fig.update_layout(height=240, title=f"p(t) at step {step}"), key=f"snap_{key}")
+    st.plotly_chart(state.framed(fig.update_layout(height=240, title=f"p(t) at step {step}")), key=f"snap_{key}")
     s = spread(cur).set_index("step").loc[step]
     st.metric("effective timesteps exp(H)", f"{s.effective_timesteps:.0f}",
               help=f"exp(entropy) over bins: {s.effective_bins:.1f} bins")

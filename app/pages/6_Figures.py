@@ -30,7 +30,7 @@ def exported(name: str, run: str, key: tuple[float, ...], formats: tuple[str, ..
 for name in chosen:
     st.subheader(name)
     fig, data = state.figure(name, run)
-    st.plotly_chart(fig, key=f"fig_{name}")  # at paper size, as exported
+    st.plotly_chart(state.framed(fig), key=f"fig_{name}")  # at paper size, as exported
     cols = st.columns(len(formats) + 2)
     cols[-2].download_button("CSV", data.to_csv(index=False), f"{name}.csv", "text/csv", key=f"csv_{name}")
     cols[-1].download_button("LaTeX", data.to_latex(index=False, float_format="%.4g"), f"{name}.tex",
