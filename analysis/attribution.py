@@ -21,7 +21,8 @@ Selector (`selector_attribution`): the learned A-SelecT policy's network g_φ: x
 log-probability of one bin. Any `nn.Module` with that signature works.
 
 Runs (`attributions_for_run`, `attribution_for_run` for one image): the probe maps of test images of a run, a
-LinearProbe fitted at each timestep on the run's cached feature bank (`analysis.features`), with each image's
+LinearProbe per timestep that is the accuracy grid's own probe at that cell (`grid_probe`: `linear_probe` on the
+run's cached feature bank, C chosen on validation as in `analysis.probe`), with each image's
 fixed probe-protocol noise; `write_run_attributions` stores them as RUN/analysis/attribution.npz for the
 `attribution` figure (`aselect analyze --attribution-images N`).
 
@@ -39,10 +40,10 @@ import numpy as np
 import pandas as pd
 import torch
 from captum.attr import IntegratedGradients, LayerIntegratedGradients
-from sklearn.linear_model import LogisticRegression
 from torch import Tensor, nn
 
 from analysis.features import extract_features, resolve_source, run_splits
+from analysis.probe import FittedProbe, fit_probe, linear_probe
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.policies import make_policy
 from aselect_core.train.checkpoint import atomic_write_bytes, load_checkpoint, unprefixed
@@ -78,17 +79,19 @@ class LinearProbe:
         return z @ self.weight.to(pooled).T + self.bias.to(pooled)
 
     @classmethod
-    def fit(cls, x: Tensor, y: Tensor, C: float = 1.0, max_iter: int = 500) -> "LinearProbe":
-        """Standardise x (n, D) by its own mean/std (constant features: std 1, as analysis.probe does) and fit
-        a multinomial logistic regression on labels y (n,). Two classes give K = 2 logits (0, w·z + b)."""
-        xs = torch.as_tensor(x, dtype=torch.float64)
-        mean, std = xs.mean(dim=0), xs.std(dim=0, correction=0)
-        std = torch.where(std > 1e-8, std, torch.ones_like(std))
-        model = LogisticRegression(C=C, max_iter=max_iter).fit(((xs - mean) / std).numpy(), np.asarray(y))
+    def from_fitted(cls, probe: FittedProbe) -> "LinearProbe":
+        """The torch form of an `analysis.probe.FittedProbe`. Two classes give K = 2 logits (0, w·z + b)."""
+        model = probe.model
         w, b = torch.as_tensor(model.coef_), torch.as_tensor(model.intercept_)  # (K or 1, D), (K or 1,)
         if len(model.classes_) == 2:
             w, b = torch.cat([torch.zeros_like(w), w]), torch.cat([torch.zeros_like(b), b])
-        return cls(w.float(), b.float(), mean.float(), std.float())
+        return cls(w.float(), b.float(), torch.as_tensor(probe.mean).float(), torch.as_tensor(probe.std).float())
+
+    @classmethod
+    def fit(cls, x: Tensor, y: Tensor, C: float = 1.0, max_iter: int = 500) -> "LinearProbe":
+        """`analysis.probe.fit_probe` of x (n, D) on labels y (n,) at strength C, in torch form."""
+        return cls.from_fitted(fit_probe(np.asarray(torch.as_tensor(x, dtype=torch.float64)), np.asarray(y), C,
+                                         max_iter, tol=1e-4))
 
 
 ProbeLike = LinearProbe | tuple[Tensor, Tensor, Tensor, Tensor]
@@ -225,6 +228,14 @@ def attribute_across_timesteps(model: nn.Module, probe: ProbeLike | Mapping[int,
     return torch.stack(attrs), torch.stack(deltas)
 
 
+def grid_probe(pooled: Tensor, labels: Tensor, is_test: Tensor) -> LinearProbe:
+    """The probe the accuracy grid reports at a cell (`analysis.probe.linear_probe`: C chosen on validation,
+    refit on all train rows), in torch form, so the maps explain the probe whose accuracy is shown."""
+    train = ~is_test
+    res = linear_probe(pooled[train], labels[train], pooled[is_test], labels[is_test])  # (n, D) rows per split
+    return LinearProbe.from_fitted(res.probe)
+
+
 def attributions_for_run(run: str | Path, images: Sequence[int], timesteps: Sequence[int], layer: int,
                          n_images: int, seed: int = 0, n_steps: int = 16,
                          targets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -237,7 +248,7 @@ def attributions_for_run(run: str | Path, images: Sequence[int], timesteps: Sequ
     """
     bank = extract_features(run, None, timesteps, [layer], n_images, seed, progress=False)
     train, key = ~bank.is_test, bank.layers[0]
-    probes = {t: LinearProbe.fit(bank.pooled[(t, key)][train], bank.labels[train]) for t in bank.timesteps}
+    probes = {t: grid_probe(bank.pooled[(t, key)], bank.labels, bank.is_test) for t in bank.timesteps}
     splits, source = run_splits(run, n_images, seed), resolve_source(run)
     rows = list(images)
     x0, noise = splits.test.images[rows], splits.noise("test")[rows]  # (n, C, H, W) each

@@ -9,6 +9,7 @@
 - analysis/selection.parquet  each selection method's choice (default: hfr), the probe accuracy there, regret
                               (points), its cost in image-passes, the oracle's cost and their ratio
 - analysis/summary.json       the oracle accuracy's 95% CI and the random-init DiT baseline (when analysed)
+- analysis/generation.json    Fréchet distance / KID of samples in the domain classifier's features (optional)
 Absent files leave their columns NaN and are named in `missing` (e.g. a run not analysed yet); files that are
 present but unreadable or malformed are named, with the reason, in `status` ("ok" otherwise), so one broken run
 never hides the others. `pareto_front` flags, per dataset, the runs no other run beats on cost and accuracy.
@@ -29,7 +30,8 @@ METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy
                  "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
                "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_ci_low", "oracle_ci_high",
-               "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy"]
+               "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy", "fd", "fd_floor", "kid",
+               "kid_ci_low", "kid_ci_high", "classifier_accuracy"]
 
 
 class RunTableError(ValueError):
@@ -92,6 +94,18 @@ def _summary(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
             math.nan), "random_init_accuracy": random_init.get("best_accuracy", math.nan)}
 
 
+def _generation(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    import json
+
+    path = rd.analysis / "generation.json"
+    try:
+        g = json.loads(path.read_text())
+        return {"fd": g["fd"], "fd_floor": g["fd_floor"], "kid": g["kid"]["mean"], "kid_ci_low": g["kid"]["ci_low"],
+                "kid_ci_high": g["kid"]["ci_high"], "classifier_accuracy": g["feature_extractor"]["test_accuracy"]}
+    except (json.JSONDecodeError, KeyError, TypeError) as e:
+        raise RunTableError(f"analysis/generation.json: expected fd, fd_floor, kid and feature_extractor ({e})") from None
+
+
 # file (relative to the run dir) or files (any one present suffices) -> reader
 READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]] = {
     ("metrics.parquet", "latest.json"): _training,
@@ -99,7 +113,9 @@ READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]
     ("analysis/probe.parquet",): _probe,
     ("analysis/selection.parquet",): _selection,
     ("analysis/summary.json",): _summary,
+    ("analysis/generation.json",): _generation,
 }
+OPTIONAL = {("analysis/generation.json",)}  # computed only when asked (aselect analyze --generation N)
 READ_ERRORS = (RunDirError, RunTableError, KeyError, ValueError, TypeError)  # pyarrow/pandas raise several types
 
 
@@ -124,7 +140,7 @@ def run_row(run: str | Path, methods: Sequence[str] = ("hfr",)) -> dict[str, Any
     missing, problems = [], []
     for files, reader in READERS.items():
         if not any((rd.path / f).is_file() for f in files):
-            missing.append(" or ".join(files))
+            missing += [] if files in OPTIONAL else [" or ".join(files)]
             continue
         try:
             row.update(reader(rd, methods))

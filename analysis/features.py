@@ -14,6 +14,12 @@
   deepest one. Cost is counted in image-passes: one image at one timestep is 1, even when the forward stops
   at block L of D (the partial forward is not discounted).
 
+A flow-matching DiT (a SiT, `aselect_core.model.sit`; the spec `sit:PATH` or a DiT with a `FlowSchedule`) is
+read the same way over continuous t in [0, 1]: x_t = alpha(t) x_0 + sigma(t) eps with the same per-image eps,
+and the model is fed t as it was trained. Timesteps (the bank's keys, the probe grid's `timestep` column) are
+the schedule's own time — integer DDPM timesteps, or the flow model's t (for SiT 1 = data, 0 = noise) —
+and `schedule.snr(t)` labels either with its SNR.
+
 An MAE (`aselect_core.model.MAE`, the "Standard ViT" baseline; a run trained with objective "mae") is read the
 same way on the clean images: it has no timesteps, so its grid is timesteps=[0] only and no noise is added
 (`TOKEN_READERS`); everything else (splits, pooling, cache, cost) is shared.
@@ -41,8 +47,9 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from aselect_core.datasets import ImageDataset, load_dataset
-from aselect_core.diffusion import NoiseSchedule
+from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
 from aselect_core.model import MAE, DiT, load_model
+from aselect_core.model.sit import is_flow_spec, load_flow_spec
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
 
@@ -101,13 +108,12 @@ class ProbeSplits:
         data, rows = self.get(split)
         return image_noise(data.images.shape[1:], rows, self.seed, split)  # (n, C, H, W)
 
-    def noisy(self, split: str, t: int, schedule: NoiseSchedule | None = None) -> Tensor:
+    def noisy(self, split: str, t: int | float, schedule: Schedule | None = None) -> Tensor:
         """x_t of the split's images with their per-image noise; the clean images when schedule is None."""
         data, _ = self.get(split)
         if schedule is None:
             return data.images
-        tt = torch.full((len(data),), int(t), dtype=torch.long)
-        return schedule.q_sample(data.images, tt, self.noise(split))
+        return schedule.q_sample(data.images, schedule.times(t, len(data)), self.noise(split))
 
 
 def _dataset_hash(data: ImageDataset) -> str:
@@ -162,7 +168,7 @@ class FeatureBank:
     is_test: Tensor  # (n,) bool
     image_rows: Tensor  # (n,) row of each image in its source split
     grid: tuple[int, int]  # (h, w) patch grid
-    timesteps: list[int]
+    timesteps: list[int] | list[float]  # the schedule's own time: DDPM integer steps or flow t in [0, 1]
     layers: list[str]  # forward_features keys
     image_passes: int  # DiT image-passes the extraction took (also when this copy came from the cache)
     wall_seconds: float  # wall time of the extraction (also when this copy came from the cache)
@@ -200,7 +206,7 @@ class Source:
     model: DiT | MAE
     model_hash: str
     run: RunDir | None
-    schedule: NoiseSchedule
+    schedule: Schedule
     data_spec: str | None  # the run's dataset, used when `dataset` is None
 
 
@@ -227,10 +233,16 @@ def _run_source(run: RunDir, checkpoint: Path) -> Source:
                   cfg.data)
 
 
-def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: NoiseSchedule | None = None) -> Source:
-    """A run dir (its latest checkpoint's EMA model), a checkpoint file inside or outside a run, or a DiT / MAE."""
+def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: Schedule | None = None) -> Source:
+    """A run dir (its latest checkpoint's EMA model), a checkpoint file inside or outside a run, a flow model spec
+    (`sit:PATH`, with its FlowSchedule), or a DiT / MAE."""
     if isinstance(run_or_model, (DiT, MAE)):
         return Source(run_or_model, _state_hash(run_or_model), None, schedule or NoiseSchedule(), None)
+    if is_flow_spec(run_or_model):
+        model, flow = load_flow_spec(run_or_model)
+        path = Path(str(run_or_model).partition(":")[2])
+        return Source(model, _file_sha256(path) if path.is_file() else _state_hash(model), None, schedule or flow,
+                      None)
     path = Path(run_or_model)
     run = RunDir(path)
     if run.is_run():
@@ -247,14 +259,6 @@ def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: NoiseSchedule
     if schedule is not None:
         src.schedule = schedule
     return src
-
-
-def check_timesteps(timesteps: Iterable[int], num_timesteps: int) -> list[int]:
-    ts = [int(t) for t in timesteps]
-    bad = [t for t in ts if not 0 <= t < num_timesteps]
-    if not ts or bad:
-        raise ValueError(f"timesteps: expected integers in [0, {num_timesteps}), got {bad or ts}")
-    return sorted(set(ts))
 
 
 def cache_key(fields: dict[str, Any]) -> str:
@@ -284,7 +288,7 @@ def _load_bank(stem: Path) -> FeatureBank | None:
     for name, v in tensors.items():
         if "|" in name:
             kind, t, key = name.split("|")
-            by_kind[kind][(int(t), key)] = v
+            by_kind[kind][(json.loads(t), key)] = v  # "500" -> 500 (DDPM), "0.5" -> 0.5 (flow t)
     return FeatureBank(by_kind["pooled"], tensors["labels"], tensors["is_test"], tensors["image_rows"],
                        tuple(info["grid"]), info["timesteps"], info["layers"], info["image_passes"],
                        info["wall_seconds"], by_kind["tokens"] or None, tensors.get("masks"),
@@ -292,14 +296,14 @@ def _load_bank(stem: Path) -> FeatureBank | None:
 
 
 # -- extraction -------------------------------------------------------------------------------------------------
-def _dit_tokens(model: DiT, x0: Tensor, eps: Tensor, t: int, schedule: NoiseSchedule, y: Tensor | None,
+def _dit_tokens(model: DiT, x0: Tensor, eps: Tensor, t: int | float, schedule: Schedule, y: Tensor | None,
                 layers: list[int], kinds: Sequence[str]) -> dict[str, Tensor]:
-    """DiT tokens of x_t = q_sample(x0, t, eps): key -> (B, N, D)."""
-    tt = torch.full((len(x0),), t, dtype=torch.long, device=x0.device)  # (B,)
+    """DiT tokens of x_t = q_sample(x0, t, eps), the model fed t in its schedule's convention: key -> (B, N, D)."""
+    tt = schedule.times(t, len(x0), x0.device)  # (B,)
     return model.forward_features(schedule.q_sample(x0, tt, eps), tt, y, layers=layers, kinds=kinds)
 
 
-def _mae_tokens(model: MAE, x0: Tensor, eps: Tensor, t: int, schedule: NoiseSchedule, y: Tensor | None,
+def _mae_tokens(model: MAE, x0: Tensor, eps: Tensor, t: int, schedule: Schedule, y: Tensor | None,
                 layers: list[int], kinds: Sequence[str]) -> dict[str, Tensor]:
     """MAE tokens of the clean, unmasked x0 (t is always 0, no noise): key -> (B, N, D)."""
     return model.forward_features(x0, layers=layers, kinds=kinds)
@@ -310,7 +314,7 @@ TOKEN_READERS: dict[type, tuple[Callable[..., dict[str, Tensor]], int | None]] =
     DiT: (_dit_tokens, None), MAE: (_mae_tokens, 1)}
 
 
-def _extract(model: DiT | MAE, splits: ProbeSplits, schedule: NoiseSchedule, timesteps: list[int], layers: list[int],
+def _extract(model: DiT | MAE, splits: ProbeSplits, schedule: Schedule, timesteps: list, layers: list[int],
              kinds: Sequence[str], tokens: bool, batch_size: int, device: str, progress: bool,
              condition_on_labels: bool) -> tuple[dict, dict | None, int]:
     """Run the grid; returns pooled {(t, key): (n, D)}, tokens or None, and the image-passes spent."""
@@ -340,17 +344,19 @@ def _extract(model: DiT | MAE, splits: ProbeSplits, schedule: NoiseSchedule, tim
     return cat(pooled), (cat(token_maps) if tokens else None), passes
 
 
-def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset | str | None, timesteps: Iterable[int],
+def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset | str | None,
+                     timesteps: Iterable[int | float],
                      layers: Iterable[int] | None, n_images: int, seed: int = 0, *,
                      kinds: Sequence[str] = ("block",), tokens: bool = False, batch_size: int = 256,
                      cache: bool = True, device: str = "cpu", progress: bool = True,
                      condition_on_labels: bool = False, n_test: int | None = None,
-                     schedule: NoiseSchedule | None = None, cache_dir: str | Path | None = None) -> FeatureBank:
+                     schedule: Schedule | None = None, cache_dir: str | Path | None = None) -> FeatureBank:
     """Features of n_images train and n_test held-out images at every (timestep, layer, kind); see module doc.
 
     `layers`: block indices (negatives from the end), None = all. `dataset` None = the run's dataset at the
     model's input size. Cached in the run's analysis/features (or `cache_dir`; a bare DiT without cache_dir is
-    not cached). `schedule` defaults to the run's (linear, T = 1000 for a bare DiT or checkpoint).
+    not cached). `schedule` defaults to the run's (linear, T = 1000 for a bare DiT or checkpoint; a flow spec's
+    own FlowSchedule), and `timesteps` are in its time: integers in [0, T), or floats in [0, 1] for a flow.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -365,7 +371,8 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
         raise ValueError(f"run_or_model: expected a DiT or an MAE, got {type(model).__name__}")
     if condition_on_labels and isinstance(model, MAE):
         raise ValueError("condition_on_labels: an MAE reads no labels; expected False")
-    ts = check_timesteps(timesteps, TOKEN_READERS[type(model)][1] or src.schedule.num_timesteps)
+    fixed_steps = TOKEN_READERS[type(model)][1]
+    ts = check_timesteps(timesteps, fixed_steps) if fixed_steps else src.schedule.check_timesteps(timesteps)
     block_layers = model.resolve_layers(layers)
     splits = probe_splits(dataset, n_images, seed, n_test, image_size)
     if splits.test.images.shape[1:] != (model.config["in_channels"], image_size, image_size):
@@ -374,7 +381,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     key_fields = {"version": CACHE_VERSION, "model": src.model_hash, "dataset": splits.source, "seed": seed,
                   "n_train": len(splits.train), "n_test": len(splits.test), "timesteps": ts, "layers": block_layers,
                   "kinds": list(kinds), "tokens": tokens, "condition_on_labels": condition_on_labels,
-                  "schedule": [src.schedule.kind, src.schedule.num_timesteps]}
+                  "schedule": src.schedule.identity}
     bf16 = device.startswith("cuda")  # CUDA extraction runs under bf16 autocast; pooled features stay float32
     if bf16:
         key_fields["autocast"] = "bf16"

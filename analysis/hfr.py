@@ -61,15 +61,20 @@ def high_frequency_ratio(tokens: Tensor, grid: tuple[int, int] | None = None, cu
     return torch.where(total > 0, high_energy / total.clamp_min(torch.finfo(total.dtype).tiny), 0.0)
 
 
+HFR_COLUMNS = ["timestep", "layer", "hfr_mean", "hfr_std", "hfr_se", "n_images"]
+
+
 def hfr_grid(features: dict[tuple[int, str], Tensor], grid: tuple[int, int] | None = None, cutoff: float = 0.25,
              remove_mean: bool = True) -> pd.DataFrame:
-    """HFR over a feature bank {(timestep, layer): (B, N, D)} -> DataFrame(timestep, layer, hfr_mean, hfr_std).
+    """HFR over a feature bank {(timestep, layer): (B, N, D)} -> DataFrame(HFR_COLUMNS), one row per key.
 
-    hfr_std is the population standard deviation over the B images (0 for a single image).
+    hfr_std is the population standard deviation over the B images (0 for a single image); hfr_se the standard
+    error of hfr_mean, std / sqrt(B - 1) (NaN for a single image).
     """
     rows = []
     for (timestep, layer), tokens in features.items():
         scores = high_frequency_ratio(tokens, grid=grid, cutoff=cutoff, remove_mean=remove_mean)  # (B,)
-        rows.append({"timestep": timestep, "layer": layer, "hfr_mean": scores.mean().item(),
-                     "hfr_std": scores.std(correction=0).item()})
-    return pd.DataFrame(rows, columns=["timestep", "layer", "hfr_mean", "hfr_std"])
+        std, n = scores.std(correction=0).item(), len(scores)
+        rows.append({"timestep": timestep, "layer": layer, "hfr_mean": scores.mean().item(), "hfr_std": std,
+                     "hfr_se": std / math.sqrt(n - 1) if n > 1 else math.nan, "n_images": n})
+    return pd.DataFrame(rows, columns=HFR_COLUMNS)

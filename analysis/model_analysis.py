@@ -16,6 +16,7 @@ the source (model path, VAE, data, image size). Selections other than the oracle
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pandas as pd
 import torch
@@ -23,11 +24,12 @@ import torch
 from analysis.features import probe_splits
 from analysis.pipeline import summarise
 from analysis.probe import pixel_baseline
-from analysis.selection import default_timesteps, select_timestep
+from analysis.selection import options_for, select_timestep
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import load_dit
 from aselect_core.model.codec import LatentCodec, load_codec, vae_folder
+from aselect_core.model.sit import is_flow_spec, load_flow_spec
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import write_parquet
 
@@ -48,16 +50,19 @@ def encoded_dataset(data: str, image_size: int, n_images: int, seed: int, codec:
                         f"{data}@{image_size}|{codec.identity}")
 
 
-def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int | None = None, vae: str | Path | None = None,
-                  timesteps: list[int] | None = None, layers: list[int] | None = None, n_images: int = 1000,
-                  seed: int = 0, progress: bool = True, device: str = "cpu") -> dict[str, Path]:
+def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int | None = None,
+                  vae: str | Path | None = None, timesteps: list[int] | list[float] | None = None,
+                  layers: list[int] | None = None, n_images: int = 1000,
+                  seed: int = 0, progress: bool = True, device: str = "cpu", **options: Any) -> dict[str, Path]:
     """Probe / HFR / MI grids and selections of the model at `model`; writes the files of the module doc.
 
-    `image_size` defaults to the model's input size (times the VAE's downsampling factor for a latent DiT)."""
-    path = Path(model)
+    `image_size` defaults to the model's input size (times the VAE's downsampling factor for a latent DiT);
+    `options` are method options, routed as in `analyze_run`."""
+    flow = is_flow_spec(model)  # sit:PATH / KIND:PATH: a flow-matching DiT with its own time convention
+    path = Path(str(model).partition(":")[2]) if flow else Path(model)
     if not path.exists():
         raise ValueError(f"model: {path}: no such file or folder")
-    dit = load_dit(path)
+    dit, schedule = load_flow_spec(model) if flow else (load_dit(path), NoiseSchedule())
     codec = load_codec(vae) if vae is not None else (load_codec(path) if path.is_dir() and vae_folder(path)
                                                       else None)
     cfg = dit.config
@@ -69,10 +74,11 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
         raise ValueError(f"image_size: the pixel-space DiT takes {cfg['input_size']} px, got {image_size} "
                          f"(a latent DiT needs --vae)")
     dataset = encoded_dataset(data, image_size, n_images, seed, codec, device)
-    schedule = NoiseSchedule()
-    ts = default_timesteps(schedule.num_timesteps) if timesteps is None else timesteps
+    ts = schedule.check_timesteps(schedule.default_times() if timesteps is None else timesteps)
+    routed = options_for(MODEL_METHODS, options)
     sels = {m: select_timestep(dit, dataset, method=m, layer=layers, timesteps=ts, n_images=n_images, seed=seed,
-                               progress=progress, device=device) for m in MODEL_METHODS}
+                               progress=progress, device=device, schedule=schedule, **routed[m])
+            for m in MODEL_METHODS}
     splits = probe_splits(dataset, n_images, seed, None, cfg["input_size"])
     probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(sorted(set(ts))), schedule)],
                       ignore_index=True)
@@ -90,6 +96,6 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
         "model": str(path.resolve()), "config": cfg, "vae": None if codec is None else {
             "path": str(Path(vae or path).resolve()), "identity": codec.identity,
             "scaling_factor": codec.scaling_factor, "downsample": codec.factor},
-        "data": data, "image_size": image_size, "schedule": [schedule.kind, schedule.num_timesteps],
+        "data": data, "image_size": image_size, "schedule": schedule.identity, "time_axis": schedule.time_axis,
         "n_images": n_images, "seed": seed})
     return paths

@@ -16,12 +16,18 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 - attribution.npz    (`attribution_images` > 0) integrated-gradients maps of the first test images' own-label
                      probe logits at the oracle-best block, over the same timesteps as the UMAP
                      (`analysis.attribution.write_run_attributions`)
+- segmentation.parquet, segmentation_masks.npz  (`tasks` with "segmentation": by default where the dataset has
+                     masks) per-patch segmentation probe grid (mIoU, pixel accuracy, bootstrap 95% CIs) beside a
+                     raw-pixel per-patch baseline, predicted masks of a few test images per cell, and summary.json's
+                     `segmentation` (`analysis.segmentation`)
+- generation.json    (`generation_samples` > 0) FD, KID and precision/recall of DDIM samples vs test images in a
+                     domain classifier's features (`analysis.generation.write_generation`; not Inception FID)
 """
 from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import numpy as np
 import pandas as pd
@@ -31,15 +37,19 @@ from analysis.attribution import write_run_attributions
 from analysis.baselines import random_init_grid
 from analysis.embedding import umap_for_run
 from analysis.features import probe_splits, resolve_source
+from analysis.generation import write_generation
 from analysis.mi import mi_x0_xt
 from analysis.probe import pixel_baseline
-from analysis.selection import METHODS, Selection, default_timesteps, hfr_accuracy_correlation, select_timestep
+from analysis.segmentation import SEGMENTATION_IMAGES, analyze_segmentation, has_masks
+from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, options_for,
+                                select_timestep)
 from aselect_core.datasets import ImageDataset
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
 METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
 EMBEDDING_TIMESTEPS, EMBEDDING_IMAGES = 6, 1000  # the UMAP step: a handful of maps, each seconds on a CPU
+TASKS = ("classification", "segmentation")  # classification: every analysis but segmentation's
 
 
 def _finite(x: float) -> float | None:
@@ -106,18 +116,32 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
     return summary
 
 
+def resolve_tasks(tasks: Sequence[str] | None, data: ImageDataset | str, image_size: int) -> tuple[str, ...]:
+    """`tasks` checked against TASKS; None = classification, plus segmentation when the dataset has masks."""
+    if tasks is None:
+        return TASKS if has_masks(data, image_size) else TASKS[:1]
+    if not tasks or set(tasks) - set(TASKS):
+        raise ValueError(f"tasks: expected a non-empty subset of {list(TASKS)}, got {list(tasks)}")
+    return tuple(t for t in TASKS if t in tasks)
+
+
 def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
                 layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
                 methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
                 embedding: bool = True, attribution_images: int = 0, random_init: bool = True,
-                **method_kw: Any) -> dict[str, Path]:
+                generation_samples: int = 0, tasks: Sequence[str] | None = None,
+                segmentation_images: int = SEGMENTATION_IMAGES, **method_kw: Any) -> dict[str, Path]:
     """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
 
     `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
     "oracle". `random_init=False` skips the random-init DiT grid (as many image-passes as the oracle's, no
     training). `embedding=False` skips the UMAP step (the slowest part on tiny grids); `attribution_images` > 0
-    maps that many test images (3·16 image-passes per image and timestep). Extra keywords go to
-    `select_timestep` (hfr_mode, hfr_images, mi_method, coarse, ...).
+    maps that many test images (3·16 image-passes per image and timestep); `generation_samples` > 0 samples that
+    many images (DDIM, 50 steps) and scores them against as many test images (analysis/generation.json).
+    `tasks` (TASKS; default `resolve_tasks`): "segmentation" runs `analyze_segmentation` on min(n_images,
+    segmentation_images) train images over the same timesteps and layers; without "classification", only that.
+    Extra keywords are method options (hfr_mode, hfr_images, mi_method, coarse, n_test, ...), each routed to the
+    methods that declare it.
     """
     rd = RunDir(Path(run))
     unknown = [m for m in methods if m not in METHODS]
@@ -128,9 +152,19 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         raise ValueError(f"run: {run} is not a run dir (no config.json)")
     data = source.data_spec if data is None else data
     ts = default_timesteps(source.schedule.num_timesteps) if timesteps is None else timesteps
+    tasks = resolve_tasks(tasks, data, source.model.config["input_size"])
+
+    def segmentation() -> dict[str, Path]:
+        return analyze_segmentation(run, ts, layers, min(n_images, segmentation_images), seed, data=data,
+                                    device=device, progress=progress)
+
+    if "classification" not in tasks:
+        return segmentation()
     common = dict(dataset=data, layer=layers, timesteps=ts, n_images=n_images, seed=seed, progress=progress,
-                  device=device, **method_kw)
-    sels = {m: select_timestep(run, method=m, **common) for m in sorted(methods, key=METHOD_ORDER.index)}
+                  device=device)
+    order = sorted(methods, key=METHOD_ORDER.index)
+    options = options_for(order, method_kw)
+    sels = {m: select_timestep(run, method=m, **common, **options[m]) for m in order}
 
     splits = probe_splits(data, n_images, seed, None, source.model.config["input_size"])
     probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(ts), source.schedule)], ignore_index=True)
@@ -154,4 +188,9 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     if attribution_images > 0:
         paths["attribution"] = write_run_attributions(run, range(attribution_images), embedding_timesteps(ts), block,
                                                       n_images, seed)
+    if generation_samples > 0:
+        write_generation(run, n_samples=generation_samples, seed=seed, device=device, progress=progress)
+        paths["generation"] = rd.analysis / "generation.json"
+    if "segmentation" in tasks:
+        paths.update(segmentation())
     return paths

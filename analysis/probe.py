@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import warnings
 from dataclasses import dataclass, field
-from typing import Callable
+from typing import Any, Callable
 
 import numpy as np
 import pandas as pd
@@ -37,6 +37,7 @@ class ProbeResult:
     n_test: int
     val_accuracy: dict[float, float] = field(default_factory=dict)  # C -> validation accuracy
     test_pred: np.ndarray | None = None  # (n_test,) predicted classes
+    probe: "FittedProbe | None" = None  # the final fit (on all of train, at C), e.g. for attribution maps
 
 
 def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
@@ -63,6 +64,29 @@ def _fit(x: np.ndarray, y: np.ndarray, C: float, max_iter: int, tol: float,
     with warnings.catch_warnings(), threadpool_limits(limits=1):
         warnings.simplefilter("ignore", ConvergenceWarning)  # a capped lbfgs is still a fine probe
         return model.fit(x, y)
+
+
+@dataclass(frozen=True)
+class FittedProbe:
+    """A logistic regression on features standardised by the train split's per-feature mean and std."""
+
+    model: LogisticRegression
+    mean: np.ndarray  # (D,)
+    std: np.ndarray  # (D,), constant features: 1
+
+    def transform(self, x: np.ndarray) -> np.ndarray:
+        """(n, D) raw features -> (n, D) standardised float32, as the model was fitted on."""
+        return ((x - self.mean) / self.std).astype(np.float32)
+
+
+def fit_probe(x: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 200, tol: float = 1e-3) -> FittedProbe:
+    """The one probe fit of the workbench (grid, MI probe bound, attribution): standardise x (n, D) by its own
+    statistics, then a multinomial logistic regression at strength C (lbfgs, one BLAS thread)."""
+    mean, std = x.mean(axis=0), x.std(axis=0)
+    std = np.where(std > 1e-8, std, 1.0)
+    probe = FittedProbe(LogisticRegression(), mean, std)
+    _fit(probe.transform(x), y, C, max_iter, tol, probe.model)
+    return probe
 
 
 def cross_entropy(model: LogisticRegression, x: np.ndarray, y: np.ndarray, eps: float = 1e-12) -> float:
@@ -104,11 +128,11 @@ def linear_probe(train_x: Tensor | np.ndarray, train_y: Tensor | np.ndarray, tes
         val_accuracy[C] = float(path.score(val_x, train_y[val_idx]))
         val_ce[C] = cross_entropy(path, val_x, train_y[val_idx])
     best = max(Cs, key=lambda c: (val_accuracy[c], -val_ce[c]))  # accuracy ties -> the better calibrated
-    tr_x, te_x = standardise(train_x, test_x)
-    model = _fit(tr_x, train_y, best, max_iter, tol)
+    probe = fit_probe(train_x, train_y, best, max_iter, tol)
+    model, te_x = probe.model, probe.transform(test_x)
     return ProbeResult(accuracy=float(model.score(te_x, test_y)), cross_entropy=cross_entropy(model, te_x, test_y),
                        C=best, n_train=len(train_y), n_test=len(test_y), val_accuracy=val_accuracy,
-                       test_pred=model.predict(te_x))
+                       test_pred=model.predict(te_x), probe=probe)
 
 
 def knn_accuracy(train_x: Tensor | np.ndarray, train_y: Tensor | np.ndarray, test_x: Tensor | np.ndarray,
@@ -156,13 +180,14 @@ def wilson_interval(accuracy: float, n: int, z: float = CI_Z) -> tuple[float, fl
     return float(max(0.0, centre - half)), float(min(1.0, centre + half))
 
 
-def probe_row(timestep: int, layer: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
+def probe_row(timestep: int | float, layer: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
               pooling: str, knn: bool, **probe_kw) -> dict:
     """One row of a probe grid: linear probe (+ k-NN) on already pooled (n, d) features."""
     res = linear_probe(train_x, train_y, test_x, test_y, **probe_kw)
     depth, kind = parse_layer_key(layer)
     low, high = wilson_interval(res.accuracy, res.n_test)
-    return {"timestep": int(timestep), "layer": layer, "kind": kind, "depth": depth, "accuracy": res.accuracy,
+    timestep = timestep if isinstance(timestep, float) else int(timestep)  # a flow model's t stays a float
+    return {"timestep": timestep, "layer": layer, "kind": kind, "depth": depth, "accuracy": res.accuracy,
             "accuracy_ci_low": low, "accuracy_ci_high": high, "cross_entropy": res.cross_entropy,
             "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y) if knn else float("nan"),
             "n_train": res.n_train, "n_test": res.n_test, "pooling": pooling, "C": res.C}
@@ -231,8 +256,9 @@ def mean_iou(pred: Tensor | np.ndarray, target: Tensor | np.ndarray) -> float:
 
 def segmentation_probe(train_tokens: Tensor, train_masks: Tensor, test_tokens: Tensor, test_masks: Tensor,
                        grid: tuple[int, int], max_train_patches: int = 20_000, seed: int = 0,
-                       **probe_kw) -> dict[str, float]:
-    """Linear probe from each token (n, N, D) to its patch's majority mask class; returns mIoU and accuracy.
+                       **probe_kw) -> dict[str, Any]:
+    """Linear probe from each token (n, N, D) to its patch's majority mask class; returns patch mIoU, accuracy,
+    the C chosen and the test predictions `test_pred` (n_test, N).
 
     At most `max_train_patches` (seeded sample) train tokens are fitted, to keep the grid fast.
     """
@@ -243,4 +269,5 @@ def segmentation_probe(train_tokens: Tensor, train_masks: Tensor, test_tokens: T
         keep = torch.randperm(len(tr_y), generator=torch.Generator().manual_seed(seed))[:max_train_patches]
         tr_x, tr_y = tr_x[keep], tr_y[keep]
     res = linear_probe(tr_x, tr_y, te_x, te_y, seed=seed, **probe_kw)
-    return {"miou": mean_iou(res.test_pred, te_y), "patch_accuracy": res.accuracy, "C": res.C}
+    return {"miou": mean_iou(res.test_pred, te_y), "patch_accuracy": res.accuracy, "C": res.C,
+            "test_pred": res.test_pred.reshape(test_tokens.shape[:2])}

@@ -21,18 +21,18 @@ from __future__ import annotations
 import json
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-import numpy as np
 import pandas as pd
 from scipy.stats import spearmanr
 
-from analysis.features import Source, check_timesteps, extract_features, resolve_source
-from analysis.hfr import high_frequency_ratio
+from analysis.features import Source, extract_features, resolve_source
+from analysis.hfr import hfr_grid
 from analysis.probe import probe_grid
 from aselect_core.datasets import ImageDataset
+from aselect_core.diffusion import NoiseSchedule, Schedule
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
@@ -73,7 +73,7 @@ class Context:
     budget: int | None
     progress: bool
     device: str
-    kw: dict[str, Any]
+    options: Any  # the method's frozen options dataclass
 
     def features(self, timesteps: list[int], n_images: int, **kw: Any):
         return extract_features(self.source.model, self.dataset, timesteps, self.layers, n_images, self.seed,
@@ -90,8 +90,8 @@ class Context:
 
 
 def default_timesteps(num_timesteps: int, n: int = 20) -> list[int]:
-    """n evenly spaced integers from 0 (e.g. 0, 50, ..., 950 for T = 1000)."""
-    return sorted({int(t) for t in np.arange(n) * num_timesteps // n})
+    """n evenly spaced integers from 0 (e.g. 0, 50, ..., 950 for T = 1000): a DDPM schedule's default_times."""
+    return NoiseSchedule(num_timesteps=num_timesteps).default_times(n)
 
 
 def _argbest(grid: pd.DataFrame, column: str, mode: str = "max") -> pd.Series:
@@ -99,10 +99,69 @@ def _argbest(grid: pd.DataFrame, column: str, mode: str = "max") -> pd.Series:
     return grid.loc[i]
 
 
+# -- options: one frozen dataclass per method, validated at entry ---------------------------------------------
+def _at_least(name: str, value: int, low: int, what: str) -> None:
+    if value < low:
+        raise ValueError(f"{name}: expected at least {low} {what}, got {value}")
+
+
+@dataclass(frozen=True)
+class ProbeOptions:
+    """Options of the probe-based methods (oracle): test images (default n_images // 2), also a k-NN probe."""
+
+    n_test: int | None = None
+    knn: bool = True
+
+
+@dataclass(frozen=True)
+class CoarseToFineOptions(ProbeOptions):
+    """Probe `coarse` evenly spread candidates first, then every candidate around the best one."""
+
+    coarse: int = 5
+
+    def __post_init__(self) -> None:
+        _at_least("coarse", self.coarse, 2, "coarse timesteps")
+
+
+@dataclass(frozen=True)
+class HFROptions:
+    """A-SelecT's one pass: HFR of `hfr_images` images' token maps, above `cutoff` cycles/patch; high or low."""
+
+    hfr_mode: str = "max"
+    hfr_images: int = 64
+    cutoff: float = 0.25
+    remove_mean: bool = True  # subtract each channel's spatial mean (the DC term) before the spectrum
+
+    def __post_init__(self) -> None:
+        if self.hfr_mode not in ("max", "min"):
+            raise ValueError(f"hfr_mode: expected 'max' or 'min', got {self.hfr_mode!r}")
+        _at_least("hfr_images", self.hfr_images, 2, "images")
+
+
+@dataclass(frozen=True)
+class MIOptions:
+    """Label MI I(y; pooled features) of `mi_images` train images with estimator `mi_method`."""
+
+    mi_method: str = "latent"
+    mi_images: int = 256
+
+    def __post_init__(self) -> None:
+        _at_least("mi_images", self.mi_images, 2, "images")
+
+
+def parse_options(method: str, options_type: type, kw: dict[str, Any]) -> Any:
+    """kw as `options_type`; an unknown (e.g. misspelt) option is a ValueError naming it and the valid ones."""
+    valid = [f.name for f in fields(options_type)]
+    unknown = sorted(set(kw) - set(valid))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option of method {method!r}; expected one of {valid}")
+    return options_type(**kw)
+
+
 # -- methods ----------------------------------------------------------------------------------------------------
 def _probe_choice(ctx: Context, timesteps: list[int]) -> tuple[pd.DataFrame, int]:
-    bank = ctx.features(timesteps, ctx.n_images, n_test=ctx.kw.get("n_test"))
-    return probe_grid(bank, knn=ctx.kw.get("knn", True), progress=ctx.progress), bank.image_passes
+    bank = ctx.features(timesteps, ctx.n_images, n_test=ctx.options.n_test)
+    return probe_grid(bank, knn=ctx.options.knn, progress=ctx.progress), bank.image_passes
 
 
 def oracle(ctx: Context) -> Selection:
@@ -113,40 +172,35 @@ def oracle(ctx: Context) -> Selection:
 
 
 def hfr(ctx: Context) -> Selection:
-    mode = ctx.kw.get("hfr_mode", "max")
-    if mode not in ("max", "min"):
-        raise ValueError(f"hfr_mode: expected 'max' or 'min', got {mode!r}")
-    n = ctx.images_for(ctx.kw.get("hfr_images", 64))
-    rows, passes = [], 0
+    opts: HFROptions = ctx.options
+    n = ctx.images_for(opts.hfr_images)
+    grids, passes = [], 0
     for t in ctx.timesteps:  # one timestep at a time: token maps of every layer only live this long
         bank = ctx.features([t], n, n_test=0, tokens=True, cache=False)
         passes += bank.image_passes
-        for (ts, layer), tokens in bank.tokens.items():
-            scores = high_frequency_ratio(tokens, grid=bank.grid, cutoff=ctx.kw.get("cutoff", 0.25))  # (n,)
-            rows.append({"timestep": ts, "layer": layer, "hfr_mean": scores.mean().item(),
-                         "hfr_std": scores.std(correction=0).item()})
-    grid = pd.DataFrame(rows)
-    best = _argbest(grid, "hfr_mean", mode)
+        grids.append(hfr_grid(bank.tokens, bank.grid, opts.cutoff, opts.remove_mean))
+    grid = pd.concat(grids, ignore_index=True)
+    best = _argbest(grid, "hfr_mean", opts.hfr_mode)
     return Selection("hfr", int(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
-                     details={"hfr_mode": mode, "hfr_images": n}, grid=grid)
+                     details={**asdict(opts), "hfr_images": n}, grid=grid)
 
 
 def mi(ctx: Context) -> Selection:
     from analysis.mi import label_mi_grid
 
-    method = ctx.kw.get("mi_method", "latent")
-    n = ctx.images_for(ctx.kw.get("mi_images", 256))
+    opts: MIOptions = ctx.options
+    n = ctx.images_for(opts.mi_images)
     bank = ctx.features(ctx.timesteps, n, n_test=0)
-    grid = label_mi_grid(bank.pooled, bank.labels, method=method)
+    grid = label_mi_grid(bank.pooled, bank.labels, method=opts.mi_method)
     best = _argbest(grid, "mi_nats")
     return Selection("mi", int(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
-                     details={"mi_method": method, "mi_images": n}, grid=grid)
+                     details={"mi_method": opts.mi_method, "mi_images": n}, grid=grid)
 
 
 def coarse_to_fine(ctx: Context) -> Selection:
     cands = ctx.timesteps
-    k = max(2, min(int(ctx.kw.get("coarse", 5)), len(cands)))
-    coarse_idx = sorted({round(i * (len(cands) - 1) / (k - 1)) for i in range(k)})
+    k = min(ctx.options.coarse, len(cands))
+    coarse_idx = sorted({round(i * (len(cands) - 1) / max(k - 1, 1)) for i in range(k)})
     coarse, passes = _probe_choice(ctx, [cands[i] for i in coarse_idx])
     pos = coarse_idx.index(cands.index(int(_argbest(coarse, "accuracy").timestep)))
     lo, hi = coarse_idx[max(pos - 1, 0)], coarse_idx[min(pos + 1, len(coarse_idx) - 1)]
@@ -160,8 +214,28 @@ def coarse_to_fine(ctx: Context) -> Selection:
                      details={"coarse": [cands[i] for i in coarse_idx], "fine": fine_ts}, grid=grid)
 
 
-METHODS: dict[str, Callable[[Context], Selection]] = {
-    "oracle": oracle, "hfr": hfr, "mi": mi, "coarse-to-fine": coarse_to_fine}
+@dataclass(frozen=True)
+class Method:
+    """A selection method: the function and the options dataclass its keywords are validated against."""
+
+    run: Callable[[Context], Selection]
+    options: type
+
+
+METHODS: dict[str, Method] = {
+    "oracle": Method(oracle, ProbeOptions), "hfr": Method(hfr, HFROptions), "mi": Method(mi, MIOptions),
+    "coarse-to-fine": Method(coarse_to_fine, CoarseToFineOptions)}
+
+
+def options_for(methods: list[str] | tuple[str, ...], kw: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Route keywords to the methods that declare them: {method: its keywords}; a keyword no method of
+    `methods` declares is a ValueError naming it and the valid ones."""
+    valid = {m: {f.name for f in fields(METHODS[m].options)} for m in methods}
+    known = set().union(*valid.values())
+    unknown = sorted(set(kw) - known)
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option of methods {list(methods)}; expected one of {sorted(known)}")
+    return {m: {k: v for k, v in kw.items() if k in valid[m]} for m in methods}
 
 
 # -- the oracle grid on disk ------------------------------------------------------------------------------------
@@ -218,46 +292,63 @@ def _layer_index(layer: int | str, depth: int) -> int:
     return i % depth
 
 
+def dataset_identity(dataset: ImageDataset | str) -> str:
+    """The name an oracle record keeps of the probed data: the spec, or an in-memory dataset's name."""
+    return dataset if isinstance(dataset, str) else dataset.name
+
+
+def oracle_mismatch(info: dict[str, Any], setting: dict[str, Any]) -> list[str]:
+    """The setting fields (dataset, timesteps, layers, images, seed, n_test) where an oracle record differs."""
+    return [k for k, v in setting.items() if info.get(k) != v]
+
+
 def select_timestep(run: str | Path, dataset: ImageDataset | str | None = None, method: str = "hfr",
                     budget: int | None = None, layer: int | str | list[int | str] | None = None,
                     timesteps: list[int] | None = None,
                     *, n_images: int = 1000, seed: int = 0, progress: bool = False, device: str = "cpu",
-                    use_oracle_cache: bool = True, **kw: Any) -> Selection:
+                    use_oracle_cache: bool = True, schedule: Schedule | None = None, **options: Any) -> Selection:
     """Pick a (timestep, layer) for `run` (a run dir or checkpoint) with `method`; see the module doc.
 
     `layer`: a block index or "block.i" (or a list of them) to restrict the candidates; None = every block.
-    The oracle grid is saved in the run dir; `method="oracle"` reuses it when it was computed with the same
-    candidate timesteps and layers, images and seed (`use_oracle_cache=False` recomputes). Extra keywords go
-    to the method (hfr_mode, hfr_images, cutoff, mi_method, mi_images, coarse, n_test, knn).
+    `schedule` overrides the source's (a bare DiT's default is the DDPM linear one). `options` are the method's (`METHODS[method].options`: hfr_mode, hfr_images, cutoff, remove_mean, mi_method,
+    mi_images, coarse, n_test, knn); an unknown one is a ValueError. The oracle grid is saved in the run dir with
+    its setting (dataset, candidates, images, seed, n_test); `method="oracle"` reuses it when the setting is the
+    same (`use_oracle_cache=False` recomputes), and another method is only scored against an oracle of the same
+    setting: otherwise its regret stays NaN and `details["oracle_mismatch"]` names the differing fields.
     """
     if method not in METHODS:
         raise ValueError(f"method: expected one of {sorted(METHODS)}, got {method!r}")
+    opts = parse_options(method, METHODS[method].options, options)
     if budget is not None and budget < 1:
         raise ValueError(f"budget: expected a positive number of image-passes, got {budget}")
-    source = resolve_source(run)
+    source = resolve_source(run, schedule)
     if dataset is None and source.data_spec is None:
         raise ValueError("dataset: required when run is not a run dir (no run config to read it from)")
-    ts = check_timesteps(default_timesteps(source.schedule.num_timesteps) if timesteps is None else timesteps,
-                         source.schedule.num_timesteps)
+    dataset = dataset if dataset is not None else source.data_spec
+    ts = source.schedule.check_timesteps(source.schedule.default_times() if timesteps is None else timesteps)
     layers = resolve_layer_arg(layer, source.model.depth)
-    ctx = Context(source, dataset if dataset is not None else source.data_spec, ts, layers, n_images, seed, budget,
-                  progress, device, kw)
+    ctx = Context(source, dataset, ts, layers, n_images, seed, budget, progress, device, opts)
     stored = load_oracle(source.run)
-    setting = {"timesteps": ts, "layers": layers, "n_images": n_images, "seed": seed}
-    same_oracle = stored is not None and all(stored[1].get(k) == v for k, v in setting.items())
-    if method == "oracle" and same_oracle and use_oracle_cache:
+    setting = {"dataset": dataset_identity(dataset), "timesteps": ts, "layers": layers, "n_images": n_images,
+               "seed": seed, **({"n_test": opts.n_test} if isinstance(opts, ProbeOptions) else {})}
+    if method == "oracle" and stored is not None and not oracle_mismatch(stored[1], setting) and use_oracle_cache:
         grid, info = stored
         sel = Selection("oracle", info["timestep"], info["layer"], info["accuracy"], info["cost_image_passes"],
                         info["wall_seconds"], details=setting, grid=grid)
         return score_against_oracle(sel, grid, info)
     start = time.perf_counter()
-    sel = METHODS[method](ctx)
+    sel = METHODS[method].run(ctx)
     sel.wall_seconds = time.perf_counter() - start
     if method == "oracle" and source.run is not None:
         sel.details.update(setting)
         save_oracle(source.run, sel)
         stored = load_oracle(source.run)
-    return score_against_oracle(sel, *stored) if stored is not None else sel
+    if stored is None:
+        return sel
+    if mismatch := oracle_mismatch(stored[1], setting):
+        sel.details["oracle_mismatch"] = mismatch
+        return sel
+    return score_against_oracle(sel, *stored)
 
 
 def hfr_accuracy_correlation(grid_df: pd.DataFrame, hfr_df: pd.DataFrame | None = None) -> tuple[float, float]:

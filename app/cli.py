@@ -75,41 +75,67 @@ def _int_list(text: str) -> list[int]:
     return [int(v) for v in text.split(",") if v]
 
 
+def _time_list(text: str) -> list[int] | list[float]:
+    """Timesteps as `_int_list` reads them, or flow times in [0, 1] such as `0.1,0.5,0.9`."""
+    return _int_list(text) if ":" in text or "." not in text else [float(v) for v in text.split(",") if v]
+
+
+def _name_list(text: str) -> list[str]:
+    """`a,b` to ["a", "b"]."""
+    return [v.strip() for v in text.split(",") if v.strip()]
+
+
 # -- analyze --------------------------------------------------------------------------------------------------
 def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("run", nargs="?", help="run dir (or give --model and --out instead)")
     p.add_argument("--model", help="a model file or folder to analyse without a run dir (official DiT .pt, "
-                   "diffusers DiT / DiTPipeline folder, this project's checkpoint); needs --data and --out")
+                   "diffusers DiT / DiTPipeline folder, this project's checkpoint, sit:PATH for a SiT); "
+                   "needs --data and --out")
     p.add_argument("--vae", help="diffusers AutoencoderKL folder: images are encoded to latents before noising")
     p.add_argument("--image-size", type=int, help="with --model: image side in pixels (default: the model's input)")
     p.add_argument("--out", help="with --model: output dir; artefacts go to OUT/analysis/")
     p.add_argument("--data", help="dataset spec (default: the run's)")
-    p.add_argument("--timesteps", type=_int_list, help="candidate timesteps, e.g. 0,100,200 or 0:1000:50")
+    p.add_argument("--timesteps", type=_time_list,
+                   help="candidate timesteps, e.g. 0,100,200 or 0:1000:50; flow models (sit:PATH): 0.1,0.5,0.9")
     p.add_argument("--layers", type=_int_list, help="block indices, e.g. 0,3,5 (default: all)")
     p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="selection-method option (repeatable), routed to the methods that declare it, "
+                        "e.g. --option hfr_mode=min --option mi_images=512")
+    p.add_argument("--generation", type=int, default=0, metavar="N",
+                   help="also sample N images (DDIM, 50 steps) and score them: analysis/generation.json")
     p.add_argument("--attribution-images", type=int, default=0,
                    help="also integrated-gradients maps of this many test images (the attribution figure)")
+    p.add_argument("--tasks", type=_name_list, metavar="TASK,...",
+                   help="classification and/or segmentation (default: both where the dataset has masks, "
+                        "else classification); segmentation: analysis/segmentation.parquet")
 
 
 @command("analyze", "probe / HFR / MI / I-MMSE grids and timestep selections; writes RUN/analysis/", _analyze_args)
 def _analyze(args: argparse.Namespace) -> int:
     from analysis.pipeline import analyze_run
+    from aselect_core.train.args import parse_key_values
 
     if args.model is not None:
         from analysis.model_analysis import analyze_model
 
         if args.run is not None or args.data is None or args.out is None:
             raise ValueError("analyze: --model takes no RUN and needs --data and --out")
+        if args.tasks is not None:
+            raise ValueError("analyze: --tasks applies to a RUN dir, not to --model")
         paths = analyze_model(args.model, args.data, args.out, args.image_size, args.vae, args.timesteps,
-                              args.layers, args.n_images, args.seed, device=args.device)
+                              args.layers, args.n_images, args.seed, device=args.device,
+                              **parse_key_values(args.option, "--option"))
     elif args.run is None:
         raise ValueError("analyze: give a RUN dir, or --model PATH with --data and --out")
     else:
         paths = analyze_run(args.run, data=args.data, timesteps=args.timesteps, layers=args.layers,
                             n_images=args.n_images, seed=args.seed, device=args.device,
-                            attribution_images=args.attribution_images)
+                            attribution_images=args.attribution_images, generation_samples=args.generation,
+                            tasks=args.tasks,
+                            **parse_key_values(args.option, "--option"))
     for name, path in paths.items():
         print(f"{name:10} {path}")
     return 0
@@ -128,16 +154,21 @@ def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--n-images", type=int, default=1000, help="train images for the probes")
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
+    p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
+                   help="option of the method (repeatable), e.g. --option hfr_mode=min; unknown ones are refused")
 
 
 @command("select", "pick the informative (timestep, layer) of a run; prints the selection table", _select_args)
 def _select(args: argparse.Namespace) -> int:
     import pandas as pd
 
-    from analysis.selection import select_timestep
+    from analysis.selection import options_for, select_timestep
+    from aselect_core.train.args import parse_key_values
 
+    options = options_for(args.method, parse_key_values(args.option, "--option"))
     rows = [select_timestep(args.run, args.data, method=m, layer=args.layer, timesteps=args.timesteps,
-                            n_images=args.n_images, seed=args.seed, device=args.device, progress=True).row()
+                            n_images=args.n_images, seed=args.seed, device=args.device, progress=True,
+                            **options[m]).row()
             for m in args.method]
     print(pd.DataFrame(rows).drop(columns=["details"]).to_string(index=False))
     return 0

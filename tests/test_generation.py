@@ -8,6 +8,7 @@ import pytest
 import torch
 from torch import Tensor, nn
 
+from analysis.compare import run_row
 from analysis.generation import (frechet_distance, kernel_inception_distance, precision_recall, sample,
                                  write_generation)
 from analysis.generation.sampling import _guided_eps
@@ -129,3 +130,6 @@ def test_generation_json_schema(tiny_run, tmp_path) -> None:
     assert written["feature_extractor"]["name"].startswith("domain-cnn:digits")
     assert 0 <= written["feature_extractor"]["test_accuracy"] <= 1
     assert list(tmp_path.glob("domain_cnn-*.safetensors"))  # cached, reused on the next call
+    row = run_row(run)  # the comparison table reads it; a run without one does not list it as missing
+    assert (row["fd"], row["kid"]) == (written["fd"], written["kid"]["mean"])
+    assert "generation" not in run_row(tiny_run())["missing"]

@@ -111,7 +111,8 @@ def test_hfr_grid_rows_match_per_key_scores():
     cb, low = to_tokens(stack(checkerboard(4, 4))), to_tokens(stack(low_cosine(4, 4)))
     mixed = torch.cat([cb[:1], low[:1]])  # one image at HFR 1, one at 0
     df = hfr_grid({(0, "block.1"): cb, (500, "block.2"): mixed})
-    assert list(df.columns) == ["timestep", "layer", "hfr_mean", "hfr_std"]
+    assert list(df.columns) == ["timestep", "layer", "hfr_mean", "hfr_std", "hfr_se", "n_images"]
     assert df[["timestep", "layer"]].values.tolist() == [[0, "block.1"], [500, "block.2"]]
     assert df.hfr_mean.tolist() == pytest.approx([1.0, 0.5])
     assert df.hfr_std.tolist() == pytest.approx([0.0, 0.5])
+    assert df.hfr_se[1] == pytest.approx(0.5) and df.n_images.tolist() == [len(cb), 2]  # s / sqrt(n) of [1, 0]

@@ -15,7 +15,8 @@ from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accur
 from aselect_core.train import RunDir
 
 TS = [0, 300, 600, 900]
-ARGS = dict(timesteps=TS, layer=[1, 3], n_images=60, seed=0, hfr_images=16, mi_images=40, coarse=2)
+ARGS = dict(timesteps=TS, layer=[1, 3], n_images=60, seed=0)
+OPTIONS = {"oracle": {}, "hfr": {"hfr_images": 16}, "mi": {"mi_images": 40}, "coarse-to-fine": {"coarse": 2}}
 
 
 @pytest.fixture(scope="session")
@@ -27,7 +28,7 @@ def run(tiny_run):
 
 @pytest.fixture(scope="session")
 def selections(run):
-    return {m: select_timestep(run, method=m, **ARGS) for m in ("oracle", "hfr", "mi", "coarse-to-fine")}
+    return {m: select_timestep(run, method=m, **ARGS, **OPTIONS[m]) for m in OPTIONS}
 
 
 def test_methods_return_consistent_fields_and_regret_against_the_oracle(selections):
@@ -58,7 +59,7 @@ def test_hfr_is_one_cheap_pass_and_scores_the_argmax(selections):
 
 
 def test_hfr_min_mode_budget_and_correlation(run, selections):
-    low = select_timestep(run, method="hfr", hfr_mode="min", budget=40, **{**ARGS, "hfr_images": 64})
+    low = select_timestep(run, method="hfr", hfr_mode="min", budget=40, **ARGS, hfr_images=64)
     assert low.details["hfr_images"] == 10 and low.cost_image_passes == 40
     assert low.score == low.grid.hfr_mean.min()
     rho, p = hfr_accuracy_correlation(selections["oracle"].grid, selections["hfr"].grid)
@@ -131,4 +132,22 @@ def test_one_line_errors(run):
         select_timestep(run, method="hfr", hfr_mode="median", timesteps=[0], n_images=10, hfr_images=4)
     with pytest.raises(ValueError, match=r"^budget: expected a positive"):
         select_timestep(run, budget=0)
+    with pytest.raises(ValueError, match=r"^hfr_mdoe: not an option of method 'hfr'; expected one of "
+                                         r"\['hfr_mode', 'hfr_images', 'cutoff', 'remove_mean'\]$"):
+        select_timestep(run, method="hfr", hfr_mdoe="min")
+    with pytest.raises(ValueError, match=r"^hfr_images: not an option of method 'oracle'"):
+        select_timestep(run, method="oracle", hfr_images=16)
+    with pytest.raises(ValueError, match=r"^coarse: expected at least 2"):
+        select_timestep(run, method="coarse-to-fine", coarse=1)
     assert math.isnan(Selection("x", 0, "block.0", 0.0, 1, 0.0).regret)
+
+
+def test_regret_only_against_an_oracle_of_the_same_setting(run, selections):
+    select_timestep(run, method="oracle", **ARGS)  # the stored oracle is ARGS' again (other tests replace it)
+    other = select_timestep(run, method="hfr", **{**ARGS, "timesteps": [0, 300], "seed": 1}, hfr_images=4)
+    assert math.isnan(other.regret) and math.isnan(other.accuracy_at_choice)
+    assert other.details["oracle_mismatch"] == ["timesteps", "seed"]
+    same = select_timestep(run, method="hfr", **ARGS, hfr_images=4, remove_mean=False)
+    assert "oracle_mismatch" not in same.details and not math.isnan(same.regret)
+    assert same.details["remove_mean"] is False
+    assert not np.allclose(same.grid.hfr_mean, select_timestep(run, method="hfr", **ARGS, hfr_images=4).grid.hfr_mean)

@@ -10,7 +10,7 @@
 from analysis.figures.builders import (Plot, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
                                        emergence_budget, emergence_curves, hfr_scatter, immse_curve, loss_by_bin, mi_curves, pivot_grid,
                                        policy_marginals, policy_pareto, probe_curves, probe_heatmap,
-                                       seed_table_dots, umap_grid)
+                                       seed_table_dots, segmentation_heatmap, umap_grid)
 from analysis.figures.export import FORMATS, export_figure, export_session, find_browser
 from analysis.figures.report import (FIGURES, FigureSpec, build_figure, comparison_table, missing_inputs,
                                      write_figures)
@@ -20,4 +20,4 @@ __all__ = ["FIGURES", "FONT", "FORMATS", "OKABE_ITO", "TEMPLATE", "WIDTHS", "Fig
            "attribution_grid", "build_figure", "class_curriculum_heatmap", "comparison_table",
            "curriculum_heatmap", "emergence_budget", "emergence_curves", "export_figure", "export_session", "find_browser", "hfr_scatter", "immse_curve",
            "loss_by_bin", "mi_curves", "missing_inputs", "pivot_grid", "policy_marginals", "policy_pareto",
-           "probe_curves", "probe_heatmap", "seed_table_dots", "umap_grid", "write_figures"]
+           "probe_curves", "probe_heatmap", "seed_table_dots", "segmentation_heatmap", "umap_grid", "write_figures"]

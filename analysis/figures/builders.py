@@ -129,6 +129,27 @@ def probe_heatmap(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | 
     return plot.result()
 
 
+def segmentation_heatmap(segmentation: pd.DataFrame, metric: str = "miou", size: str = "one",
+                         height: int | None = None) -> Built:
+    """Per-patch segmentation probe mIoU (or pixel_accuracy) over timestep (x) × layer (y), the best cell starred;
+    the title gives it with its 95% CI beside the best raw-pixel row (`analysis.segmentation`'s grid)."""
+    require_columns(segmentation, [f"{metric}_ci_low", f"{metric}_ci_high"], "segmentation")
+    name = {"miou": "mIoU", "pixel_accuracy": "pixel accuracy"}.get(metric, metric.replace("_", " "))
+    cells = dit_cells(segmentation, metric)
+    plot = Plot(new_figure(size, height))
+    plot.heatmap(cells[["timestep", "layer", metric]], "timestep", "layer", metric, name, colorbar_title_text=name)
+    best = cells.loc[[cells[metric].idxmax()]]
+    plot.line(best[["timestep", "layer", metric, f"{metric}_ci_low", f"{metric}_ci_high"]], "timestep", "layer",
+              "best cell", mode="markers", marker=dict(symbol="star", size=10, color="white",
+                                                       line=dict(width=0.75, color="black")), showlegend=False)
+    pixels = segmentation[segmentation.layer == PIXELS][metric]
+    top = best.iloc[0]
+    title = (f"best {name} {top[metric]:.3f} [{top[f'{metric}_ci_low']:.3f}, {top[f'{metric}_ci_high']:.3f}] "
+             f"at t = {top.timestep}, {top.layer}" + (f"; pixels {pixels.max():.3f}" if len(pixels) else ""))
+    plot.fig.update_layout(title_text=title, margin_t=TITLE_MARGIN, xaxis_title="timestep t", yaxis_title="layer")
+    return plot.result()
+
+
 def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, metric: str = "accuracy",
                  pooling: str | None = None, methods: tuple[str, ...] = ("oracle", "hfr"), size: str = "one",
                  height: int | None = None) -> Built:

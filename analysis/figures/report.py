@@ -21,7 +21,8 @@ from tqdm.auto import tqdm
 from analysis.compare import compare_runs, pareto_front, write_table
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
                                        hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_marginals,
-                                       policy_pareto, probe_curves, probe_heatmap, seed_table_dots, umap_grid)
+                                       policy_pareto, probe_curves, probe_heatmap, seed_table_dots,
+                                       segmentation_heatmap, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
 from analysis.seed_table import load_seed_table, to_latex
 from aselect_core.train.rundir import RunDir, RunDirError
@@ -46,6 +47,8 @@ FIGURES: dict[str, FigureSpec] = {
     "probe_heatmap": FigureSpec(probe_heatmap, {"probe": PROBE}, about="probe accuracy, timestep × layer"),
     "probe_curves": FigureSpec(probe_curves, {"probe": PROBE}, {"selection": SELECTION},
                                about="accuracy vs t per layer, pixels dashed, oracle/HFR choices marked"),
+    "segmentation_heatmap": FigureSpec(segmentation_heatmap, {"segmentation": "analysis/segmentation.parquet"},
+                                       about="segmentation probe mIoU, timestep × layer, best cell and pixels"),
     "hfr_vs_accuracy": FigureSpec(hfr_scatter, {"probe": PROBE, "hfr": "analysis/hfr.parquet"},
                                   about="HFR vs accuracy per cell, Spearman ρ"),
     "mi_label": FigureSpec(mi_curves, {"mi": "analysis/mi.parquet"}, about="I(y; features) vs t per layer"),

@@ -8,21 +8,19 @@ multinomial logistic regression on a Gaussian mixture with a shared covariance).
 from __future__ import annotations
 
 import numpy as np
-from sklearn.linear_model import LogisticRegression
 from sklearn.model_selection import StratifiedKFold
-from sklearn.preprocessing import StandardScaler
 
 from analysis.mi.base import MIEstimate, is_discrete, label_entropy
+from analysis.probe import fit_probe
 
 
 def heldout_log_likelihood(x: np.ndarray, labels: np.ndarray, folds: int, C: float, seed: int) -> np.ndarray:
     """(n,) log q(y_i | x_i) of each sample under a logistic regression fitted on the other folds."""
     loglik = np.empty(len(x))
     for train, test in StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed).split(x, labels):
-        scaler = StandardScaler().fit(x[train])
-        clf = LogisticRegression(C=C, max_iter=2000).fit(scaler.transform(x[train]), labels[train])
-        proba = clf.predict_proba(scaler.transform(x[test]))  # (m, K) over the classes seen in training
-        column = np.searchsorted(clf.classes_, labels[test])
+        probe = fit_probe(x[train], labels[train], C, max_iter=2000, tol=1e-4)  # converged: a bound, not a grid
+        proba = probe.model.predict_proba(probe.transform(x[test]))  # (m, K) over the classes seen in training
+        column = np.searchsorted(probe.model.classes_, labels[test])
         loglik[test] = np.log(np.clip(proba[np.arange(len(test)), column], 1e-12, None))
     return loglik
 

@@ -145,11 +145,13 @@ def run_checkpoint(path: Path) -> Path:
     return path / checkpoint
 
 
-def torch_load(path: Path, map_location: Any) -> Any:
-    """torch.load with weights_only=True (plus argparse.Namespace, for train.py's `args`): never runs code."""
+def torch_load(path: Path, map_location: Any, mmap: bool = False) -> Any:
+    """torch.load with weights_only=True (plus argparse.Namespace, for train.py's `args`): never runs code.
+
+    mmap=True maps the tensors instead of reading them (cheap when only the non-tensor entries are wanted)."""
     try:
         with torch.serialization.safe_globals([argparse.Namespace]):
-            return torch.load(path, map_location=map_location, weights_only=True)
+            return torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
     except (pickle.UnpicklingError, RuntimeError, EOFError, OSError, ValueError) as e:
         lines = str(e).strip().splitlines() or [type(e).__name__]
         reason = next((line.strip() for line in lines if "Unsupported global" in line), lines[0].strip())

@@ -30,13 +30,13 @@ FLAGS: dict[str, tuple[str, type, str]] = {
 }
 
 
-def parse_policy_args(items: list[str]) -> dict[str, Any]:
-    """`k=v` strings to a dict, values parsed as YAML scalars/lists (`k=10`, `k=[0,500,999]`)."""
+def parse_key_values(items: list[str], flag: str = "--policy-arg") -> dict[str, Any]:
+    """`k=v` strings of a repeatable `flag` to a dict, values parsed as YAML scalars/lists (`k=10`, `k=[0,500]`)."""
     out = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not sep or not key:
-            raise ConfigError(f"--policy-arg: expected KEY=VALUE, got {item!r}")
+            raise ConfigError(f"{flag}: expected KEY=VALUE, got {item!r}")
         out[key] = yaml.safe_load(value)
     return out
 
@@ -71,7 +71,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         if value is not None:
             base[name] = value
     if args.policy_arg:
-        base["policy_kwargs"] = {**base.get("policy_kwargs", {}), **parse_policy_args(args.policy_arg)}
+        base["policy_kwargs"] = {**base.get("policy_kwargs", {}), **parse_key_values(args.policy_arg)}
     if args.conditional:
         base["conditional"] = True
     base["resume"] = bool(args.resume)
