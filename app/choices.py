@@ -111,7 +111,7 @@ class StoredAttributions:
 
 # -- the Runs page's answers ------------------------------------------------------------------------------------
 ANSWER_COLUMNS = ("oracle (t, layer)", "accuracy", "95% CI", "pixels", "random init", "HFR choice", "HFR regret",
-                  "MI choice", "MI regret")
+                  "MI choice", "MI regret", "segmentation (t, layer)", "mIoU", "pixels mIoU")
 
 
 def _number(value: float | None, fmt: str = "{:.3f}") -> str:
@@ -125,7 +125,8 @@ def _cell(entry: Mapping[str, Any] | None) -> str:
 def answer_row(summary: Mapping[str, Any] | None) -> dict[str, str]:
     """The answer columns (ANSWER_COLUMNS) of a run's summary.json: the oracle cell with its accuracy and 95% CI,
     the raw-pixel and random-init DiT baselines (best over their grids), the HFR and MI choices with their regret
-    in accuracy points; MISSING for what the summary lacks (older runs have no CI or random-init baseline)."""
+    in accuracy points, the best segmentation cell with its mIoU beside the pixels' (datasets with masks); MISSING
+    for what the summary lacks (older runs have no CI or random-init baseline)."""
     summary = summary or {}
     best = summary.get("best") or {}
     low, high = best.get("accuracy_ci_low"), best.get("accuracy_ci_high")
@@ -138,4 +139,7 @@ def answer_row(summary: Mapping[str, Any] | None) -> dict[str, str]:
         choice = methods.get(method)
         row[f"{method.upper()} choice"] = _cell(choice)
         row[f"{method.upper()} regret"] = _number((choice or {}).get("regret_points"), "{:.1f} pts")
+    seg = summary.get("segmentation") or {}  # datasets with masks only
+    row.update({"segmentation (t, layer)": _cell(seg), "mIoU": _number(seg.get("best_miou")),
+                "pixels mIoU": _number(seg.get("pixel_baseline_miou"))})
     return row

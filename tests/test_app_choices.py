@@ -74,7 +74,11 @@ def test_answer_row():
     assert list(row) == list(choices.ANSWER_COLUMNS)
     assert row == {"oracle (t, layer)": "t=200 · block.3", "accuracy": "0.812", "95% CI": "0.780–0.840",
                    "pixels": "0.868", "random init": "0.400", "HFR choice": "t=900 · block.5",
-                   "HFR regret": "69.8 pts", "MI choice": "t=0 · block.5", "MI regret": "2.6 pts"}
+                   "HFR regret": "69.8 pts", "MI choice": "t=0 · block.5", "MI regret": "2.6 pts",
+                   "segmentation (t, layer)": choices.MISSING, "mIoU": choices.MISSING, "pixels mIoU": choices.MISSING}
+    seg = choices.answer_row({**SUMMARY, "segmentation": {"timestep": 100, "layer": "block.2", "best_miou": 0.4,
+                                                          "pixel_baseline_miou": 0.125}})
+    assert (seg["segmentation (t, layer)"], seg["mIoU"], seg["pixels mIoU"]) == ("t=100 · block.2", "0.400", "0.125")
 
 
 def test_answer_row_of_older_or_missing_summaries():

@@ -94,6 +94,9 @@ def test_analyze_run_segmentation_only_writes_artefacts_and_keeps_the_summary(ti
     assert len(stored.cells) == len(rows) == 6 and stored.at(500, "block.1").shape == (4, 8, 8)
     assert stored.at(123, "block.1") is None
     assert mask_rgb(stored.masks).shape == (4, 8, 8, 3)
+    analyze_run(run, timesteps=[0, 500], layers=[0, 1], n_images=24, tasks=["classification"], progress=False,
+                methods=("oracle",), embedding=False, random_init=False, immse_images=8)
+    assert json.loads(paths["summary"].read_text())["segmentation"] == seg  # classification alone keeps it
 
 
 def test_tasks_default_to_segmentation_where_masks_exist():
