@@ -3,6 +3,7 @@
 `compare_runs(runs)` reads each run dir (never trains or analyses anything) through `RunDir`:
 - config.json          dataset, policy, model (a run without a readable config is listed, with why, and no more)
 - metrics.parquet      steps trained and counted image-passes (latest.json when metrics.parquet is absent)
+- latest.json          its checkpoint must be whole (sha256 against its sidecar), else the run is flagged
 - curriculum.parquet   effective number of timesteps of the last p(t) snapshot (exp of its entropy)
 - analysis/probe.parquet      oracle = the best DiT (timestep, layer) cell and its probe accuracy; the best
                               raw-pixel baseline accuracy (rows with layer "pixels")
@@ -23,6 +24,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from aselect_core.train.checkpoint import verify_checkpoint
 from aselect_core.train.rundir import RunDir, RunDirError
 
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows (analysis.pipeline)
@@ -106,9 +108,18 @@ def _generation(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
         raise RunTableError(f"analysis/generation.json: expected fd, fd_floor, kid and feature_extractor ({e})") from None
 
 
+def _checkpoint(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
+    """Nothing to tabulate: fails (naming the file) when latest.json's checkpoint is missing, truncated or corrupt."""
+    path = rd.latest_checkpoint()
+    if path is not None:
+        verify_checkpoint(path)
+    return {}
+
+
 # file (relative to the run dir) or files (any one present suffices) -> reader
 READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]] = {
     ("metrics.parquet", "latest.json"): _training,
+    ("latest.json",): _checkpoint,
     ("curriculum.parquet",): _curriculum,
     ("analysis/probe.parquet",): _probe,
     ("analysis/selection.parquet",): _selection,

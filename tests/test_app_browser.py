@@ -4,12 +4,15 @@ Deploy button. Screenshots go to a tmp dir; with ASELECT_SCREENSHOT=1 the explor
 docs/screenshot_explorer.png for the README."""
 from __future__ import annotations
 
+import contextlib
 import os
+import shutil
 import socket
 import subprocess
 import time
 import urllib.request
 from pathlib import Path
+from typing import Iterator
 
 import pytest
 
@@ -44,10 +47,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.fixture(scope="module")
-def server():
+@contextlib.contextmanager
+def serving(runs_root: Path) -> Iterator[str]:
+    """The app server on `runs_root`, at the URL it yields once healthy."""
     port = free_port()
-    proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(DEMO_RUNS)}, cwd=Path(__file__).parents[1],
+    proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(runs_root)}, cwd=Path(__file__).parents[1],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     url = f"http://127.0.0.1:{port}"
     for _ in range(300):
@@ -56,9 +60,51 @@ def server():
             break
         except OSError:
             time.sleep(0.2)
-    yield url
-    proc.terminate()
-    proc.wait(timeout=20)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+
+
+@pytest.fixture(scope="module")
+def server():
+    with serving(DEMO_RUNS) as url:
+        yield url
+
+
+def bad_input_root(root: Path) -> dict[str, str]:
+    """A good shipped run beside four bad ones; returns {bad run: what its warning must name}."""
+    good = DEMO_RUNS / "shapes-uniform"
+    shutil.copytree(good, root / "good")
+    truncated = shutil.copytree(good, root / "truncated-checkpoint")
+    ckpt = next((truncated / "checkpoints").glob("*.safetensors"))
+    ckpt.write_bytes(ckpt.read_bytes()[:1000])
+    (shutil.copytree(good, root / "bad-summary") / "analysis" / "summary.json").write_text("{not json")
+    shutil.rmtree(shutil.copytree(good, root / "no-analysis") / "analysis")
+    (root / "not-a-run").mkdir()
+    (root / "not-a-run" / "notes.txt").write_text("not a run dir")
+    return {"truncated-checkpoint": "safetensors", "bad-summary": "summary.json"}
+
+
+def test_bad_input_root_lists_good_runs_and_names_bad_files(tmp_path):
+    expected = bad_input_root(tmp_path / "runs")
+    with serving(tmp_path / "runs") as url, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
+        for path, selector in PAGES.items():
+            page.goto(f"{url}/{path}")
+            page.wait_for_selector(selector, timeout=90_000)
+            page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
+            assert page.locator("[data-testid=stException]").count() == 0, path
+            if path == "":
+                warnings = page.locator("[data-testid=stAlert]").all_inner_texts()
+                page.screenshot(path=tmp_path / "bad-root.png", full_page=True)
+                for run, names in expected.items():
+                    assert any(run in w and names in w for w in warnings), (run, warnings)
+                listed = ("good", "no-analysis")  # whole runs (one not analysed yet) are listed, not flagged
+                assert not [w for w in warnings if w.split(" ")[0] in listed], warnings
+        browser.close()
 
 
 def test_every_page_draws_its_results_inside_its_frame(server, tmp_path):

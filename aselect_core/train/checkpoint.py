@@ -65,6 +65,20 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, Tensor], metad
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read and verify one checkpoint; raises CheckpointError (one line) when it is not good."""
+    data, sidecar = _verified_bytes(path)
+    try:
+        tensors = st_load(data)
+    except (SafetensorError, ValueError) as e:
+        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
+    return tensors, sidecar
+
+
+def verify_checkpoint(path: Path) -> dict[str, Any]:
+    """The sidecar of a complete checkpoint (both files there, sha256 matching); CheckpointError otherwise."""
+    return _verified_bytes(path)[1]
+
+
+def _verified_bytes(path: Path) -> tuple[bytes, dict[str, Any]]:
     sidecar_path = path.with_suffix(".json")
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint file not found")
@@ -77,11 +91,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     data = path.read_bytes()
     if hashlib.sha256(data).hexdigest() != sidecar.get("sha256"):
         raise CheckpointError(f"{path}: sha256 does not match its sidecar (truncated or corrupt)")
-    try:
-        tensors = st_load(data)
-    except (SafetensorError, ValueError) as e:
-        raise CheckpointError(f"{path}: not a readable safetensors file ({e})") from None
-    return tensors, sidecar
+    return data, sidecar
 
 
 def is_slim(sidecar: dict[str, Any]) -> bool:
