@@ -49,7 +49,7 @@ from tqdm.auto import tqdm
 from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
 from aselect_core.model import MAE, DiT, load_model
-from aselect_core.model.sit import is_flow_spec, load_flow_spec
+from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
 
@@ -240,7 +240,7 @@ def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: Schedule | No
         return Source(run_or_model, _state_hash(run_or_model), None, schedule or NoiseSchedule(), None)
     if is_flow_spec(run_or_model):
         model, flow = load_flow_spec(run_or_model)
-        path = Path(str(run_or_model).partition(":")[2])
+        path = flow_spec_path(run_or_model)
         return Source(model, _file_sha256(path) if path.is_file() else _state_hash(model), None, schedule or flow,
                       None)
     path = Path(run_or_model)

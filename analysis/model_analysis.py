@@ -29,7 +29,7 @@ from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import load_dit
 from aselect_core.model.codec import LatentCodec, load_codec, vae_folder
-from aselect_core.model.sit import is_flow_spec, load_flow_spec
+from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import write_parquet
 
@@ -59,7 +59,7 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
     `image_size` defaults to the model's input size (times the VAE's downsampling factor for a latent DiT);
     `options` are method options, routed as in `analyze_run`."""
     flow = is_flow_spec(model)  # sit:PATH / KIND:PATH: a flow-matching DiT with its own time convention
-    path = Path(str(model).partition(":")[2]) if flow else Path(model)
+    path = flow_spec_path(model) if flow else Path(model)
     if not path.exists():
         raise ValueError(f"model: {path}: no such file or folder")
     dit, schedule = load_flow_spec(model) if flow else (load_dit(path), NoiseSchedule())

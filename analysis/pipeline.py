@@ -25,7 +25,6 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 """
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 from typing import Any, Sequence
@@ -117,14 +116,6 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
     return summary
 
 
-def _read_summary(path: Path) -> dict[str, Any]:
-    """An existing summary.json, or {} when there is none (or it is unreadable: it is about to be rewritten)."""
-    try:
-        return json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
-        return {}
-
-
 def resolve_tasks(tasks: Sequence[str] | None, data: ImageDataset | str, image_size: int) -> tuple[str, ...]:
     """`tasks` checked against TASKS; None = classification, plus segmentation when the dataset has masks."""
     if tasks is None:
@@ -190,7 +181,7 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         write_parquet(paths[name], df)
     paths["summary"] = rd.analysis / "summary.json"
     summary = summarise(sels, probe, hfr_grid, tables.get("random_init"))
-    if "segmentation" not in tasks and "segmentation" in (previous := _read_summary(paths["summary"])):
+    if "segmentation" not in tasks and "segmentation" in (previous := rd.summary_or_empty()):
         summary["segmentation"] = previous["segmentation"]  # segmentation.parquet stays too: keep its summary
     atomic_write_json(paths["summary"], summary)
     block = int(sels["oracle"].layer.removeprefix("block."))

@@ -20,7 +20,6 @@ Artefacts in RUN/analysis/ (written by `analyze_segmentation`, which `analyze_ru
 from __future__ import annotations
 
 import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterable
@@ -202,8 +201,7 @@ def write_segmentation(run: RunDir, seg: SegmentationGrid) -> dict[str, Path]:
                         images=seg.images.astype(np.float16))
     atomic_write_bytes(masks_path, buf.getvalue())
     summary_path = run.analysis / "summary.json"
-    summary = json.loads(summary_path.read_text()) if summary_path.is_file() else {}
-    atomic_write_json(summary_path, {**summary, "segmentation": segmentation_summary(seg.rows, seg.patch_ceiling)})
+    atomic_write_json(summary_path, {**run.summary_or_empty(), "segmentation": segmentation_summary(seg.rows, seg.patch_ceiling)})
     return {"segmentation": grid_path, "segmentation_masks": masks_path, "summary": summary_path}
 
 

@@ -40,6 +40,11 @@ def is_flow_spec(spec: str | os.PathLike) -> bool:
     return bool(sep) and prefix in SPEC_KINDS
 
 
+def flow_spec_path(spec: str | os.PathLike) -> Path:
+    """The file a flow model spec `PREFIX:PATH` names."""
+    return Path(str(spec).partition(":")[2])
+
+
 def recorded_path_type(path: Path) -> str | None:
     """`args.path_type` of a SiT train.py checkpoint ({"model", "ema", "opt", "args"}); None for other files.
 
@@ -78,5 +83,5 @@ def load_flow_spec(spec: str | os.PathLike, weights: str = "ema", map_location: 
     """`load_sit` of a model spec `sit:PATH` or `KIND:PATH` (see the module docstring)."""
     if not is_flow_spec(spec):
         raise ValueError(f"model spec: expected PREFIX:PATH with PREFIX one of {sorted(SPEC_KINDS)}, got {str(spec)!r}")
-    prefix, _, rest = str(spec).partition(":")
-    return load_sit(rest, SPEC_KINDS[prefix], weights=weights, map_location=map_location)
+    prefix = str(spec).partition(":")[0]
+    return load_sit(flow_spec_path(spec), SPEC_KINDS[prefix], weights=weights, map_location=map_location)

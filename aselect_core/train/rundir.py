@@ -69,6 +69,13 @@ class RunDir:
     def write_latest(self, **fields: Any) -> None:
         atomic_write_json(self.latest_path, fields)
 
+    def summary_or_empty(self) -> dict[str, Any]:
+        """analysis/summary.json, or {} when there is none or it is unreadable (for writers about to replace it)."""
+        try:
+            return json.loads((self.analysis / "summary.json").read_text())
+        except (OSError, json.JSONDecodeError):
+            return {}
+
     def latest_checkpoint(self) -> Path | None:
         latest = self.latest()
         return self.path / latest["checkpoint"] if latest and latest.get("checkpoint") else None
