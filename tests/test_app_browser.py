@@ -4,30 +4,18 @@ Deploy button. Screenshots go to a tmp dir; with ASELECT_SCREENSHOT=1 the explor
 docs/screenshot_explorer.png for the README."""
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
-import socket
-import subprocess
-import time
-import urllib.request
 from pathlib import Path
-from typing import Iterator
 
 import pytest
 
-from app.serve import DEMO_RUNS, RUNS_ENV, command
+from app.headless import ARGS, CHROMIUM, PAGES, serving, visit
+from app.serve import DEMO_RUNS
 
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
-CHROMIUM = "/usr/bin/chromium"
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-        "--disable-sync", "--no-first-run"]
-DOCS = Path(__file__).resolve().parents[1] / "docs"
-# page url path -> what must be drawn there on first open ("" is Home / Runs)
-PAGES = {"": "[data-testid=stDataFrame]", **dict.fromkeys(
-    ["Timestep_explorer", "Curricula", "Embeddings", "Attributions", "Compare", "Figures"], ".js-plotly-plot")}
 WIDTHS = (1440, 1024, 1920)  # px: the first is where pages open and screenshots are taken
 # every plot's tick labels and axis lines (frame) lie inside its container, as (left, right) pairs that do not
 OUTSIDE = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(plot => {
@@ -39,32 +27,6 @@ OUTSIDE = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(plo
 })"""
 
 pytestmark = pytest.mark.skipif(not Path(CHROMIUM).is_file(), reason="needs Debian's chromium")
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@contextlib.contextmanager
-def serving(runs_root: Path) -> Iterator[str]:
-    """The app server on `runs_root`, at the URL it yields once healthy."""
-    port = free_port()
-    proc = subprocess.Popen(command(port), env={**os.environ, RUNS_ENV: str(runs_root)}, cwd=Path(__file__).parents[1],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    url = f"http://127.0.0.1:{port}"
-    for _ in range(300):
-        try:
-            urllib.request.urlopen(f"{url}/_stcore/health", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.2)
-    try:
-        yield url
-    finally:
-        proc.terminate()
-        proc.wait(timeout=20)
 
 
 @pytest.fixture(scope="module")
@@ -92,10 +54,8 @@ def test_bad_input_root_lists_good_runs_and_names_bad_files(tmp_path):
     with serving(tmp_path / "runs") as url, sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
-        for path, selector in PAGES.items():
-            page.goto(f"{url}/{path}")
-            page.wait_for_selector(selector, timeout=90_000)
-            page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
+        for path in PAGES:
+            visit(page, url, path)
             assert page.locator("[data-testid=stException]").count() == 0, path
             if path == "":
                 warnings = page.locator("[data-testid=stAlert]").all_inner_texts()
@@ -111,11 +71,9 @@ def test_every_page_draws_its_results_inside_its_frame(server, tmp_path):
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, args=ARGS)
         page = browser.new_page(viewport={"width": WIDTHS[0], "height": 1000})
-        for path, selector in PAGES.items():
+        for path in PAGES:
             page.set_viewport_size({"width": WIDTHS[0], "height": 1000})
-            page.goto(f"{server}/{path}")
-            page.wait_for_selector(selector, timeout=90_000)
-            page.wait_for_function("!document.querySelector('[data-testid=stStatusWidget]')", timeout=90_000)
+            visit(page, server, path)
             assert page.locator("[data-testid=stException]").count() == 0, path
             assert page.locator("[data-testid=stAppDeployButton]").count() == 0, path
             shot = tmp_path / f"{path or 'Home'}.png"
