@@ -45,6 +45,7 @@ from torch import Tensor, nn
 from analysis.features import extract_features, resolve_source, run_splits
 from analysis.probe import FittedProbe, fit_probe, linear_probe
 from aselect_core.diffusion import NoiseSchedule
+from aselect_core.model.layer_key import LayerKey, resolve_block
 from aselect_core.policies import make_policy
 from aselect_core.train.checkpoint import atomic_write_bytes, load_checkpoint, unprefixed
 from aselect_core.train.rundir import RunDir
@@ -111,7 +112,7 @@ class ProbeLogits(nn.Module):
     def forward(self, x0: Tensor, noise: Tensor) -> Tensor:
         t = torch.full((len(x0),), self.timestep, dtype=torch.long, device=x0.device)  # (B,)
         xt = self.schedule.q_sample(x0, t, noise)  # (B, C, H, W)
-        tokens = self.model.forward_features(xt, t, None, layers=[self.layer])[f"block.{self.layer}"]  # (B, N, D)
+        tokens = self.model.forward_features(xt, t, None, layers=[self.layer])[str(LayerKey.block(self.layer))]  # (B, N, D)
         return self.probe(tokens.mean(dim=1))  # (B, K)
 
 
@@ -136,15 +137,6 @@ def _check_images(x0: Tensor, name: str = "x0") -> None:
 def _check_steps(n_steps: int) -> None:
     if not isinstance(n_steps, int) or n_steps < 2:
         raise ValueError(f"n_steps: expected an integer >= 2, got {n_steps!r}")
-
-
-def _block_index(layer: int | str, depth: int) -> int:
-    """3, -1 or "block.3" -> a block index in [0, depth); one-line error otherwise."""
-    text = str(layer)
-    body = text.removeprefix("block.")
-    if not body.lstrip("-").isdigit() or not -depth <= int(body) < depth:
-        raise ValueError(f"layer: expected a block index in [-{depth}, {depth}) or 'block.i', got {layer!r}")
-    return int(body) % depth
 
 
 def _targets(target: int | Sequence[int] | Tensor, batch: int, num_classes: int) -> Tensor:
@@ -184,7 +176,7 @@ def _common(model: nn.Module, x0: Tensor, layer: int | str, schedule: NoiseSched
     """Checked (block index, schedule, fixed ε, baseline x̄) shared by the probe attributions."""
     _check_images(x0)
     _check_steps(n_steps)
-    block = _block_index(layer, model.depth)
+    block = resolve_block(layer, model.depth)
     return block, schedule or NoiseSchedule(), _noise(noise, x0, seed), _baseline(baseline, x0)
 
 

@@ -29,9 +29,11 @@ import pandas as pd
 from torch import Tensor
 
 from analysis.features import ProbeSplits, Source, extract_features, probe_splits, resolve_source
-from analysis.probe import parse_layer_key, patch_labels, segmentation_probe
+from analysis.probe import patch_labels, segmentation_probe
 from analysis.selection import default_timesteps
 from aselect_core.datasets import ImageDataset
+from aselect_core.diffusion import as_time
+from aselect_core.model.layer_key import LayerKey
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
@@ -101,9 +103,8 @@ def segmentation_cell(timestep: int | float, layer: str, train_x: Tensor, test_x
     target = test_masks.numpy()  # (n_test, H, W)
     pred = upsample(res["test_pred"], grid, target.shape[1:])  # (n_test, H, W)
     classes = int(max(target.max(), pred.max(), train_masks.max())) + 1
-    depth, kind = parse_layer_key(layer)
-    timestep = timestep if isinstance(timestep, float) else int(timestep)
-    row = {"timestep": timestep, "layer": layer, "kind": kind, "depth": depth,
+    key = LayerKey.parse(layer)
+    row = {"timestep": as_time(timestep), "layer": layer, "kind": key.kind, "depth": key.index,
            **bootstrap_scores(confusion(pred, target, classes), n_boot, seed),
            "patch_accuracy": res["patch_accuracy"], "n_train": len(train_x), "n_test": len(test_x), "C": res["C"]}
     return row, pred

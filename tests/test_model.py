@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from aselect_core.model import DIT_CONFIGS, DiT, build_dit, sincos_pos_embed_2d, timestep_embedding
+from aselect_core.model import (DIT_CONFIGS, DiT, LayerKey, build_dit, dit_depth, layer_order, resolve_block,
+                                sincos_pos_embed_2d, timestep_embedding)
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
@@ -183,3 +184,33 @@ def test_dit_xl2_keys_and_parameter_count():
 def test_wrong_input_size_is_one_line_error():
     with pytest.raises(ValueError, match=r"DiT input: expected \(B, C, 16, 16\), got \(1, 4, 8, 8\)"):
         tiny()(torch.zeros(1, 4, 8, 8), torch.zeros(1, dtype=torch.long), None)
+
+
+# -- layer keys ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("text, index, kind", [("block.3", 3, "block"), ("block.10.mlp", 10, "mlp"),
+                                               ("block.0.attn", 0, "attn"), ("embed", -1, "embed"),
+                                               ("pixels", -1, "pixels")])
+def test_layer_key_round_trips_its_text(text, index, kind):
+    key = LayerKey.parse(text)
+    assert (key.index, key.kind) == (index, kind) and str(key) == text and LayerKey.parse(key) is key
+
+
+def test_layer_keys_name_forward_features_output_and_sort_by_depth_then_kind():
+    model = build_dit("DiT-T/4", input_size=8, in_channels=1, num_classes=2)
+    feats = model.forward_features(torch.randn(1, 1, 8, 8), torch.zeros(1, dtype=torch.long), layers=[0, 2],
+                                   kinds=("embed", "block", "attn", "mlp"))
+    keys = sorted(feats, key=layer_order)
+    assert keys == ["embed", "block.0", "block.0.attn", "block.0.mlp", "block.2", "block.2.attn", "block.2.mlp"]
+    assert all(str(LayerKey.parse(k)) == k for k in keys)
+
+
+def test_resolve_block_takes_ints_negatives_and_keys_and_names_bad_ones():
+    assert [resolve_block(x, 6) for x in (3, -1, "block.3", "block.-1", "2")] == [3, 5, 3, 5, 2]
+    for bad in (6, -7, "block.x", "embed"):
+        with pytest.raises(ValueError, match=r"layer: expected a block index in \[-6, 6\) or 'block.i', got"):
+            resolve_block(bad, 6)
+    with pytest.raises(ValueError, match="kind: expected one of"):
+        LayerKey.block(1, "qkv")
+    assert dit_depth("DiT-T/4") == 6 and dit_depth("DiT-XL/2") == 28
+    with pytest.raises(ValueError, match="unknown DiT config 'DiT-Q/4'"):
+        dit_depth("DiT-Q/4")

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from analysis import probe
-from analysis.probe import (GRID_COLUMNS, knn_accuracy, linear_probe, mean_iou, parse_layer_key, patch_labels,
-                            pixel_baseline, probe_grid, segmentation_probe, wilson_interval)
+from analysis.probe import (GRID_COLUMNS, knn_accuracy, linear_probe, mean_iou, patch_labels, pixel_baseline,
+                            probe_grid, segmentation_probe, wilson_interval)
 
 
 def blobs(n: int, d: int = 16, classes: int = 4, sep: float = 4.0, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -118,12 +118,6 @@ def test_patch_labels_majority_and_mean_iou():
     m = torch.tensor([[[0, 1, 2, 2], [1, 1, 2, 0], [0, 0, 0, 0], [0, 0, 3, 3]]])  # (1, 4, 4)
     assert patch_labels(m, (2, 2)).tolist() == [[1, 2, 0, 0]]
     assert mean_iou(torch.tensor([0, 0, 1, 1]), torch.tensor([0, 1, 1, 1])) == pytest.approx((1 / 2 + 2 / 3) / 2)
-
-
-def test_parse_layer_key():
-    assert parse_layer_key("block.3") == (3, "block")
-    assert parse_layer_key("block.10.mlp") == (10, "mlp")
-    assert parse_layer_key("embed") == (-1, "embed") and parse_layer_key("pixels") == (-1, "pixels")
 
 
 def test_one_line_errors():

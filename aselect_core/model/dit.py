@@ -17,7 +17,9 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-FEATURE_KINDS = ("embed", "block", "attn", "mlp")  # the kinds `DiT.forward_features` accepts
+from aselect_core.model.layer_key import BLOCK_KINDS, LayerKey
+
+FEATURE_KINDS = ("embed", *BLOCK_KINDS)  # the kinds `DiT.forward_features` accepts
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
@@ -326,13 +328,8 @@ class DiT(nn.Module):
             attn, mlp, h = self.blocks[i].forward_parts(h, c)
             if i in wanted:
                 parts = {"block": h, "attn": attn, "mlp": mlp}
-                feats.update({feature_key(kind, i): parts[kind] for kind in block_kinds})
+                feats.update({str(LayerKey.block(i, kind)): parts[kind] for kind in block_kinds})
         return feats
-
-
-def feature_key(kind: str, layer: int) -> str:
-    """Key of a per-block feature in `forward_features`' output: "block.3", "block.3.attn", "block.3.mlp"."""
-    return f"block.{layer}" if kind == "block" else f"block.{layer}.{kind}"
 
 
 # name -> (depth, hidden_size, num_heads): the paper's S/B/L/XL plus two sizes for CPU work: "T" (tiny, 4.2M
@@ -359,3 +356,10 @@ def build_dit(name: str, **kwargs: Any) -> DiT:
     if name not in DIT_CONFIGS:
         raise ValueError(f"unknown DiT config {name!r}; expected one of {', '.join(DIT_CONFIGS)}")
     return DIT_CONFIGS[name](**kwargs)
+
+
+def dit_depth(name: str) -> int:
+    """The number of blocks of `DIT_CONFIGS[name]` ("DiT-T/4" -> 6), without building it; ValueError as build_dit."""
+    if name not in DIT_CONFIGS:
+        raise ValueError(f"unknown DiT config {name!r}; expected one of {', '.join(DIT_CONFIGS)}")
+    return DIT_SIZES[name.split("-")[1].split("/")[0]][0]

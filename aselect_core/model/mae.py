@@ -21,6 +21,7 @@ from torch import Tensor, nn
 
 from aselect_core.model.dit import (DIT_CONFIGS, Attention, Mlp, PatchEmbed, init_linears_xavier, resolve_layers,
                                     sincos_pos_embed_2d)
+from aselect_core.model.layer_key import LayerKey
 
 MAE_FEATURE_KINDS = ("embed", "block")  # the kinds `MAE.forward_features` accepts
 
@@ -155,7 +156,7 @@ class MAE(nn.Module):
         for i in range(max(wanted, default=-1) + 1):
             h = self.blocks[i](h)
             if i in wanted:
-                feats[f"block.{i}"] = h
+                feats[str(LayerKey.block(i))] = h
         return feats
 
 

@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule
-from aselect_core.model import DiT, build_dit, build_mae, mae_metadata
+from aselect_core.model import DiT, LayerKey, build_dit, build_mae, mae_metadata
 from aselect_core.policies.base import FeatureFn
 
 
@@ -75,7 +75,7 @@ def dit_features(model: DiT, schedule: NoiseSchedule) -> FeatureFn:
     def features(x0: Tensor, t: Tensor, noise: Tensor | None = None) -> Tensor:
         with torch.no_grad():
             xt = schedule.q_sample(x0, t, noise)
-            return model.forward_features(xt, t, None, layers=[layer])[f"block.{layer}"].mean(dim=1)
+            return model.forward_features(xt, t, None, layers=[layer])[str(LayerKey.block(layer))].mean(dim=1)
     return features
 
 
