@@ -2,7 +2,10 @@
 valid files of the requested size, and write_figures skips what a run cannot give instead of crashing."""
 from __future__ import annotations
 
+import json
 import logging
+import math
+import shutil
 import time
 import xml.etree.ElementTree as ET
 
@@ -18,6 +21,8 @@ from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid
                               seed_table_dots, umap_grid, write_figures)
 from analysis.compare import pareto_front
 from analysis.figures.export import RASTER_SCALE
+from analysis.figures.time_axis import MAX_TICKS, TimeAxis
+from aselect_core.diffusion import FlowSchedule, NoiseSchedule
 from aselect_core.train.rundir import RunDir
 
 TIMESTEPS = [0, 100, 200, 300, 400, 500]
@@ -54,6 +59,14 @@ def mi_frame() -> pd.DataFrame:
 def immse_frame() -> pd.DataFrame:
     t = np.array(TIMESTEPS[::-1])
     return pd.DataFrame({"timestep": t, "snr": 1.0 / (t + 1), "mmse": 0.5 + t / 1000, "mi_nats": 50.0 / (t + 1)})
+
+
+def segmentation_frame() -> pd.DataFrame:
+    rows = [{"timestep": t, "layer": layer, "miou": 0.5 - t / 2000 + 0.01 * i, "pixel_accuracy": 0.8 - t / 2000}
+            for i, layer in enumerate(LAYERS) for t in TIMESTEPS]
+    rows += [{"timestep": t, "layer": "pixels", "miou": 0.3, "pixel_accuracy": 0.6} for t in TIMESTEPS]
+    return pd.DataFrame(rows).assign(miou_ci_low=lambda d: d.miou - 0.02, miou_ci_high=lambda d: d.miou + 0.02,
+                                     pixel_accuracy_ci_low=0.0, pixel_accuracy_ci_high=1.0)
 
 
 def curriculum_frame(steps=(0, 2, 4, 6), bins: int = 5) -> pd.DataFrame:
@@ -370,3 +383,48 @@ def test_registry_names_existing_builders():
     assert {"probe_heatmap", "probe_curves", "hfr_vs_accuracy", "mi_label", "mi_x0_xt", "curriculum",
             "loss_by_bin", "umap", "attribution"} <= set(FIGURES)
     assert comparison_table([]).empty
+
+
+# -- the time axis ---------------------------------------------------------------------------------------------
+def linear_log_snr(t: int) -> float:
+    """log SNR of the DDPM linear schedule in closed form: betas linspace(1e-4, 0.02, 1000), abar = prod(1 - beta)."""
+    abar = np.prod(1 - np.linspace(1e-4, 0.02, 1000)[: t + 1])
+    return float(np.log(abar / (1 - abar)))
+
+
+def test_time_axis_labels_each_tick_with_its_log_snr():
+    axis = TimeAxis(NoiseSchedule("linear", 1000))
+    fig, _ = probe_heatmap(probe_frame(), time_axis=axis)
+    assert list(fig.layout.xaxis.tickvals) == TIMESTEPS
+    assert list(fig.layout.xaxis.ticktext) == [f"{t}<br>{linear_log_snr(t):.1f}" for t in TIMESTEPS]
+    assert fig.layout.xaxis.title.text == "timestep index (0 = clean, T - 1 = noisiest) · log SNR below"
+    assert probe_heatmap(probe_frame())[0].layout.xaxis.title.text == "timestep t"  # no schedule known: no SNR
+
+
+def test_flow_time_axis_has_snr_one_at_the_middle_and_infinite_at_the_data_end():
+    axis = TimeAxis(FlowSchedule("sit-linear"))  # x_t = t x0 + (1 - t) eps: data at t = 1
+    assert axis.tick(0.5) == "0.5<br>0.0" and axis.tick(1.0) == "1<br>∞" and axis.tick(0.0) == "0<br>−∞"
+    assert axis.label(0.25) == f"0.25 · log SNR {2 * math.log(0.25 / 0.75):.1f}"
+    assert axis.name.startswith("flow time t")
+
+
+def test_time_axis_thins_many_ticks_keeping_both_ends():
+    ticks = TimeAxis(NoiseSchedule()).ticks(range(0, 1000, 50))
+    assert len(ticks) == MAX_TICKS and ticks[0] == 0 and ticks[-1] == 950 and ticks == sorted(ticks)
+
+
+@pytest.mark.parametrize("name", [n for n, spec in FIGURES.items() if spec.timed])
+def test_run_figures_use_the_run_schedule(run, tmp_path, name):
+    """build_figure gives every figure over t the run's own time axis (here a cosine schedule)."""
+    cosine = tmp_path / "cosine"
+    shutil.copytree(run, cosine)
+    config = json.loads((cosine / "config.json").read_text())
+    (cosine / "config.json").write_text(json.dumps({**config, "schedule": "cosine"}))
+    (cosine / "analysis").mkdir(exist_ok=True)
+    frames = {"probe_heatmap": probe_frame, "probe_curves": probe_frame, "mi_label": mi_frame,
+              "mi_x0_xt": immse_frame, "segmentation_heatmap": segmentation_frame}
+    for ref in FIGURES[name].inputs.values():
+        frames[name]().to_parquet(cosine / ref)
+    fig, _ = build_figure(name, cosine)
+    cos = NoiseSchedule("cosine", config["num_timesteps"])
+    assert list(fig.layout.xaxis.ticktext) == [TimeAxis(cos).tick(t) for t in TIMESTEPS]

@@ -24,6 +24,7 @@ from analysis.figures.builders import (Built, attribution_grid, class_curriculum
                                        policy_pareto, probe_curves, probe_heatmap, seed_table_dots,
                                        segmentation_heatmap, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
+from analysis.figures.time_axis import run_time_axis
 from analysis.seed_table import load_seed_table, to_latex
 from aselect_core.train.rundir import RunDir, RunDirError
 
@@ -35,24 +36,30 @@ ATTRIBUTION = "analysis/attribution.npz"
 
 @dataclass(frozen=True)
 class FigureSpec:
-    """A builder and the run-dir files behind its keyword arguments (optional ones are None when absent)."""
+    """A builder and the run-dir files behind its keyword arguments (optional ones are None when absent); `timed`
+    builders plot over diffusion time and get the run's `time_axis` (its schedule's convention and log SNR)."""
 
     builder: Callable[..., Built]
     inputs: dict[str, str]
     optional: dict[str, str] = field(default_factory=dict)
     about: str = ""
+    timed: bool = False
 
 
 FIGURES: dict[str, FigureSpec] = {
-    "probe_heatmap": FigureSpec(probe_heatmap, {"probe": PROBE}, about="probe accuracy, timestep × layer"),
+    "probe_heatmap": FigureSpec(probe_heatmap, {"probe": PROBE}, about="probe accuracy, timestep × layer",
+                                timed=True),
     "probe_curves": FigureSpec(probe_curves, {"probe": PROBE}, {"selection": SELECTION},
-                               about="accuracy vs t per layer, pixels dashed, oracle/HFR choices marked"),
+                               about="accuracy vs t per layer, pixels dashed, oracle/HFR choices marked", timed=True),
     "segmentation_heatmap": FigureSpec(segmentation_heatmap, {"segmentation": "analysis/segmentation.parquet"},
-                                       about="segmentation probe mIoU, timestep × layer, best cell and pixels"),
+                                       about="segmentation probe mIoU, timestep × layer, best cell and pixels",
+                                       timed=True),
     "hfr_vs_accuracy": FigureSpec(hfr_scatter, {"probe": PROBE, "hfr": "analysis/hfr.parquet"},
                                   about="HFR vs accuracy per cell, Spearman ρ"),
-    "mi_label": FigureSpec(mi_curves, {"mi": "analysis/mi.parquet"}, about="I(y; features) vs t per layer"),
-    "mi_x0_xt": FigureSpec(immse_curve, {"immse": "analysis/immse.parquet"}, about="I(x0; x_t) by I-MMSE"),
+    "mi_label": FigureSpec(mi_curves, {"mi": "analysis/mi.parquet"}, about="I(y; features) vs t per layer",
+                           timed=True),
+    "mi_x0_xt": FigureSpec(immse_curve, {"immse": "analysis/immse.parquet"}, about="I(x0; x_t) by I-MMSE",
+                           timed=True),
     "curriculum": FigureSpec(curriculum_heatmap, {"curriculum": "curriculum.parquet"},
                              about="p(t) over training and its effective timesteps"),
     "curriculum_classes": FigureSpec(class_curriculum_heatmap, {"classes": "curriculum_classes.parquet"},
@@ -105,7 +112,9 @@ def build_figure(name: str, run: str | Path, **opts: Any) -> Built:
         raise FileNotFoundError(f"{run}: figure {name} needs {', '.join(missing)}")
     kw = {k: _read(run, ref) for k, ref in spec.inputs.items()}
     kw.update({k: _read(run, ref) if _available(run, ref) else None for k, ref in spec.optional.items()})
-    return spec.builder(**kw, **opts)
+    if spec.timed:
+        kw["time_axis"] = run_time_axis(run)
+    return spec.builder(**{**kw, **opts})
 
 
 # -- comparison across runs ------------------------------------------------------------------------------------
@@ -158,8 +167,8 @@ def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence
     if not runs and seed_table is None:
         raise ValueError("runs: expected at least one run dir, or a seed table")
     for r in runs:
-        if not RunDir(r).is_run():
-            raise ValueError(f"runs: {r} is not a run dir (no config.json)")
+        if not (RunDir(r).is_run() or RunDir(r).is_model_analysis()):
+            raise ValueError(f"runs: {r} is not a run dir (no config.json, nor the model.json of analyze --model)")
     table = load_seed_table(seed_table) if seed_table is not None else None  # bad file: fail before any work
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
