@@ -1,7 +1,8 @@
 """Policies × datasets: one row per run dir, at its counted training cost, with what its analysis found.
 
 `compare_runs(runs)` reads each run dir (never trains or analyses anything) through `RunDir`:
-- config.json          dataset, policy, model (a run without a readable config is listed, with why, and no more)
+- config.json          dataset, policy, model (a run without a readable config is listed, with why, and no more);
+                       model.json in a folder of `aselect analyze --model` (policy "pretrained", no training files)
 - metrics.parquet      steps trained and counted image-passes (latest.json when metrics.parquet is absent)
 - latest.json          its checkpoint must be whole (sha256 against its sidecar), else the run is flagged
 - curriculum.parquet   effective number of timesteps of the last p(t) snapshot (exp of its entropy)
@@ -24,6 +25,7 @@ from typing import Any, Callable, Sequence
 import numpy as np
 import pandas as pd
 
+from aselect_core.diffusion import as_time
 from aselect_core.train.checkpoint import verify_checkpoint
 from aselect_core.train.rundir import RunDir, RunDirError
 
@@ -68,7 +70,8 @@ def _probe(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
     grid = _need(rd._read(rd.analysis / "probe.parquet"), ["timestep", "layer", "accuracy"], "analysis/probe.parquet")
     dit, pixels = grid[grid.layer != PIXELS], grid[grid.layer == PIXELS]
     best = _need(dit, ["accuracy"], "analysis/probe.parquet (DiT rows)").loc[dit.accuracy.idxmax()]
-    return {"oracle_timestep": int(best.timestep), "oracle_layer": best.layer, "oracle_accuracy": float(best.accuracy),
+    return {"oracle_timestep": as_time(best.timestep), "oracle_layer": best.layer,
+            "oracle_accuracy": float(best.accuracy),
             "pixel_accuracy": float(pixels.accuracy.max()) if len(pixels) else math.nan}
 
 
@@ -126,6 +129,7 @@ READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]
     ("analysis/summary.json",): _summary,
     ("analysis/generation.json",): _generation,
 }
+TRAINING = {("metrics.parquet", "latest.json"), ("latest.json",), ("curriculum.parquet",)}  # a training run's
 OPTIONAL = {("analysis/generation.json",)}  # computed only when asked (aselect analyze --generation N)
 READ_ERRORS = (RunDirError, RunTableError, KeyError, ValueError, TypeError)  # pyarrow/pandas raise several types
 
@@ -139,17 +143,19 @@ def run_row(run: str | Path, methods: Sequence[str] = ("hfr",)) -> dict[str, Any
     rd = RunDir(Path(run))
     row: dict[str, Any] = dict.fromkeys(RUN_COLUMNS + method_columns(methods), math.nan)
     row.update(run=rd.path.name, path=str(rd.path), missing="", status="ok")
-    if not rd.config_path.is_file():
+    if not (rd.config_path.is_file() or rd.model_info_path.is_file()):
         row["status"] = f"not a run dir: {rd.config_path.name} not found"
         return row
     try:
-        cfg = rd.config()
+        info = rd.info()
     except READ_ERRORS as e:
         row["status"] = str(e)
         return row
-    row.update(dataset=cfg.data, policy=cfg.policy, model=cfg.model)
+    row.update(dataset=info.data, policy=info.policy, model=info.model)
     missing, problems = [], []
     for files, reader in READERS.items():
+        if info.steps is None and files in TRAINING:  # analysed without a training run (`analyze --model`)
+            continue
         if not any((rd.path / f).is_file() for f in files):
             missing += [] if files in OPTIONAL else [" or ".join(files)]
             continue
@@ -202,7 +208,7 @@ def table_latex(df: pd.DataFrame) -> str:
 def _cell(row: pd.Series, prefix: str) -> str:
     """'(t, block.i)' of a choice; '–' when absent."""
     t, layer = row.get(f"{prefix}_timestep"), row.get(f"{prefix}_layer")
-    return "–" if pd.isna(t) else f"({int(t)}, {layer})"
+    return "–" if pd.isna(t) else f"({as_time(t)}, {layer})"
 
 
 def _pct(x: float) -> str:

@@ -48,7 +48,7 @@ from tqdm.auto import tqdm
 
 from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
-from aselect_core.model import MAE, DiT, load_model
+from aselect_core.model import MAE, DiT, layer_order, load_model
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
@@ -154,8 +154,8 @@ def run_splits(run: str | Path, n_images: int, seed: int = 0) -> ProbeSplits:
     """The train/test images `extract_features(run, None, ..., n_images, seed)` reads: the run's dataset at its size.
 
     Row i of `.train` is image i of the bank's train rows (what `index` in analysis/umap.parquet refers to)."""
-    cfg = RunDir(Path(run)).config()
-    return probe_splits(cfg.data, n_images, seed, None, cfg.image_size)
+    info = RunDir(Path(run)).info()
+    return probe_splits(info.data, n_images, seed, None, info.image_size)
 
 
 # -- the bank ---------------------------------------------------------------------------------------------------
@@ -234,8 +234,8 @@ def _run_source(run: RunDir, checkpoint: Path) -> Source:
 
 
 def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: Schedule | None = None) -> Source:
-    """A run dir (its latest checkpoint's EMA model), a checkpoint file inside or outside a run, a flow model spec
-    (`sit:PATH`, with its FlowSchedule), or a DiT / MAE."""
+    """A run dir (its latest checkpoint's EMA model), a folder of `aselect analyze --model` (the model it read), a
+    checkpoint file inside or outside a run, a flow model spec (`sit:PATH`, with its FlowSchedule), or a DiT / MAE."""
     if isinstance(run_or_model, (DiT, MAE)):
         return Source(run_or_model, _state_hash(run_or_model), None, schedule or NoiseSchedule(), None)
     if is_flow_spec(run_or_model):
@@ -245,7 +245,14 @@ def resolve_source(run_or_model: str | Path | DiT | MAE, schedule: Schedule | No
                       None)
     path = Path(run_or_model)
     run = RunDir(path)
-    if run.is_run():
+    if run.is_model_analysis():  # a folder of `aselect analyze --model`: the model it read, on its data
+        info = run.info()
+        if info.vae is not None:
+            raise ValueError(f"run_or_model: {run.model_info_path} is a latent DiT read through the VAE {info.vae}; "
+                             f"recompute with `aselect analyze --model {info.source} --vae {info.vae} --out {path}`")
+        src = resolve_source(info.source)
+        src.data_spec = info.data
+    elif run.is_run():
         ckpt = run.latest_checkpoint()
         if ckpt is None:
             raise ValueError(f"run_or_model: {path} is a run dir without a checkpoint yet (no latest.json)")
@@ -406,15 +413,9 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
         is_test=torch.cat([torch.zeros(len(splits.train), dtype=torch.bool),
                            torch.ones(len(splits.test), dtype=torch.bool)]),
         image_rows=torch.cat([splits.train_rows, splits.test_rows]), grid=(g, g), timesteps=ts,
-        layers=sorted({k for _, k in pooled}, key=_layer_order), image_passes=passes,
+        layers=sorted({k for _, k in pooled}, key=layer_order), image_passes=passes,
         wall_seconds=time.perf_counter() - start, tokens=token_maps, masks=masks,
         meta={**key_fields, "cached": False})
     if stem is not None:
         _save_bank(stem, bank)
     return bank
-
-
-def _layer_order(key: str) -> tuple[int, str]:
-    """'embed' first, then blocks by index, each block's kinds in a fixed order."""
-    parts = key.split(".")
-    return (-1, key) if len(parts) < 2 else (int(parts[1]), ".".join(parts[2:]))

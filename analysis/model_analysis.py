@@ -50,6 +50,11 @@ def encoded_dataset(data: str, image_size: int, n_images: int, seed: int, codec:
                         f"{data}@{image_size}|{codec.identity}")
 
 
+def _spec(model: str | Path, path: Path) -> str:
+    """`model`'s spec with its file as `path`: "sit:PATH" stays a flow spec, a plain path stays a path."""
+    return f"{str(model).partition(':')[0]}:{path}" if is_flow_spec(model) else str(path)
+
+
 def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int | None = None,
                   vae: str | Path | None = None, timesteps: list[int] | list[float] | None = None,
                   layers: list[int] | None = None, n_images: int = 1000,
@@ -93,7 +98,8 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
     atomic_write_json(paths["summary"], summarise(sels, probe, sels["hfr"].grid))
     paths["model"] = Path(out) / "model.json"
     atomic_write_json(paths["model"], {
-        "model": str(path.resolve()), "config": cfg, "vae": None if codec is None else {
+        "model": _spec(model, path.resolve()), "name": _spec(model, Path(path.name)), "config": cfg,
+        "vae": None if codec is None else {
             "path": str(Path(vae or path).resolve()), "identity": codec.identity,
             "scaling_factor": codec.scaling_factor, "downsample": codec.factor},
         "data": data, "image_size": image_size, "schedule": schedule.identity, "time_axis": schedule.time_axis,

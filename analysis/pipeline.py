@@ -44,6 +44,8 @@ from analysis.segmentation import SEGMENTATION_IMAGES, analyze_segmentation, has
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, options_for,
                                 select_timestep)
 from aselect_core.datasets import ImageDataset
+from aselect_core.diffusion import as_time
+from aselect_core.model.layer_key import LayerKey
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
@@ -82,11 +84,11 @@ def best_cell(grid: pd.DataFrame) -> dict[str, Any]:
     ranked = grid.sort_values("accuracy", ascending=False, kind="stable")
     best = ranked.iloc[0]
     runner_up = ranked.iloc[1] if len(ranked) > 1 else None
-    return {"timestep": int(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
+    return {"timestep": as_time(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
             "accuracy_ci_low": _finite(float(best.accuracy_ci_low)),
             "accuracy_ci_high": _finite(float(best.accuracy_ci_high)),
             "runner_up": None if runner_up is None else {
-                "timestep": int(runner_up.timestep), "layer": runner_up.layer,
+                "timestep": as_time(runner_up.timestep), "layer": runner_up.layer,
                 "accuracy": float(runner_up.accuracy),
                 "within_ci": bool(runner_up.accuracy >= best.accuracy_ci_low)}}
 
@@ -184,7 +186,7 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     if "segmentation" not in tasks and "segmentation" in (previous := rd.summary_or_empty()):
         summary["segmentation"] = previous["segmentation"]  # segmentation.parquet stays too: keep its summary
     atomic_write_json(paths["summary"], summary)
-    block = int(sels["oracle"].layer.removeprefix("block."))
+    block = LayerKey.parse(sels["oracle"].layer).index
     if embedding:
         umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)
         paths["umap"] = rd.analysis / "umap.parquet"

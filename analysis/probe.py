@@ -20,6 +20,9 @@ from sklearn.model_selection import train_test_split
 from threadpoolctl import threadpool_limits
 from torch import Tensor
 
+from aselect_core.diffusion import as_time
+from aselect_core.model.layer_key import LayerKey
+
 DEFAULT_CS = (0.01, 0.1, 1.0)
 GRID_COLUMNS = ["timestep", "layer", "kind", "depth", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
                 "cross_entropy", "knn_accuracy", "n_train", "n_test", "pooling", "C"]
@@ -160,14 +163,6 @@ def _check_pooling(pooling: str) -> None:
         raise ValueError(f"pooling: expected one of {sorted(POOLINGS)}, got {pooling!r}")
 
 
-def parse_layer_key(key: str) -> tuple[int, str]:
-    """'block.3' -> (3, 'block'); 'block.3.attn' -> (3, 'attn'); 'embed'/'pixels' -> (-1, 'embed'/'pixels')."""
-    parts = key.split(".")
-    if len(parts) >= 2 and parts[1].isdigit():
-        return int(parts[1]), parts[2] if len(parts) > 2 else parts[0]
-    return -1, key
-
-
 def wilson_interval(accuracy: float, n: int, z: float = CI_Z) -> tuple[float, float]:
     """Wilson score interval of a binomial proportion (accuracy over n test images); 95% by default.
 
@@ -184,11 +179,10 @@ def probe_row(timestep: int | float, layer: str, train_x: Tensor, train_y: Tenso
               pooling: str, knn: bool, **probe_kw) -> dict:
     """One row of a probe grid: linear probe (+ k-NN) on already pooled (n, d) features."""
     res = linear_probe(train_x, train_y, test_x, test_y, **probe_kw)
-    depth, kind = parse_layer_key(layer)
+    key = LayerKey.parse(layer)
     low, high = wilson_interval(res.accuracy, res.n_test)
-    timestep = timestep if isinstance(timestep, float) else int(timestep)  # a flow model's t stays a float
-    return {"timestep": timestep, "layer": layer, "kind": kind, "depth": depth, "accuracy": res.accuracy,
-            "accuracy_ci_low": low, "accuracy_ci_high": high, "cross_entropy": res.cross_entropy,
+    return {"timestep": as_time(timestep), "layer": layer, "kind": key.kind, "depth": key.index,
+            "accuracy": res.accuracy, "accuracy_ci_low": low, "accuracy_ci_high": high, "cross_entropy": res.cross_entropy,
             "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y) if knn else float("nan"),
             "n_train": res.n_train, "n_test": res.n_test, "pooling": pooling, "C": res.C}
 

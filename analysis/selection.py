@@ -32,7 +32,8 @@ from analysis.features import Source, extract_features, resolve_source
 from analysis.hfr import hfr_grid
 from analysis.probe import probe_grid
 from aselect_core.datasets import ImageDataset
-from aselect_core.diffusion import NoiseSchedule, Schedule
+from aselect_core.diffusion import NoiseSchedule, Schedule, as_time
+from aselect_core.model.layer_key import resolve_block
 from aselect_core.train.checkpoint import atomic_write_json
 from aselect_core.train.rundir import RunDir, write_parquet
 
@@ -167,7 +168,7 @@ def _probe_choice(ctx: Context, timesteps: list[int]) -> tuple[pd.DataFrame, int
 def oracle(ctx: Context) -> Selection:
     grid, passes = _probe_choice(ctx, ctx.timesteps)
     best = _argbest(grid, "accuracy")
-    return Selection("oracle", int(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
+    return Selection("oracle", as_time(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
                      grid=grid)
 
 
@@ -181,7 +182,7 @@ def hfr(ctx: Context) -> Selection:
         grids.append(hfr_grid(bank.tokens, bank.grid, opts.cutoff, opts.remove_mean))
     grid = pd.concat(grids, ignore_index=True)
     best = _argbest(grid, "hfr_mean", opts.hfr_mode)
-    return Selection("hfr", int(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
+    return Selection("hfr", as_time(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
                      details={**asdict(opts), "hfr_images": n}, grid=grid)
 
 
@@ -193,7 +194,7 @@ def mi(ctx: Context) -> Selection:
     bank = ctx.features(ctx.timesteps, n, n_test=0)
     grid = label_mi_grid(bank.pooled, bank.labels, method=opts.mi_method)
     best = _argbest(grid, "mi_nats")
-    return Selection("mi", int(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
+    return Selection("mi", as_time(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
                      details={"mi_method": opts.mi_method, "mi_images": n}, grid=grid)
 
 
@@ -202,7 +203,7 @@ def coarse_to_fine(ctx: Context) -> Selection:
     k = min(ctx.options.coarse, len(cands))
     coarse_idx = sorted({round(i * (len(cands) - 1) / max(k - 1, 1)) for i in range(k)})
     coarse, passes = _probe_choice(ctx, [cands[i] for i in coarse_idx])
-    pos = coarse_idx.index(cands.index(int(_argbest(coarse, "accuracy").timestep)))
+    pos = coarse_idx.index(cands.index(as_time(_argbest(coarse, "accuracy").timestep)))
     lo, hi = coarse_idx[max(pos - 1, 0)], coarse_idx[min(pos + 1, len(coarse_idx) - 1)]
     fine_ts = [cands[i] for i in range(lo, hi + 1) if i not in coarse_idx]
     grid = coarse
@@ -210,7 +211,7 @@ def coarse_to_fine(ctx: Context) -> Selection:
         fine, fine_passes = _probe_choice(ctx, fine_ts)
         grid, passes = pd.concat([coarse, fine], ignore_index=True), passes + fine_passes
     best = _argbest(grid, "accuracy")
-    return Selection("coarse-to-fine", int(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
+    return Selection("coarse-to-fine", as_time(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
                      details={"coarse": [cands[i] for i in coarse_idx], "fine": fine_ts}, grid=grid)
 
 
@@ -276,20 +277,7 @@ def resolve_layer_arg(layer: int | str | list[int | str] | None, depth: int) -> 
     """`layer` of select_timestep -> sorted block indices, or None for all blocks."""
     if layer is None:
         return None
-    return sorted({_layer_index(x, depth) for x in (layer if isinstance(layer, (list, tuple)) else [layer])})
-
-
-def _layer_index(layer: int | str, depth: int) -> int:
-    """A block index from 3, -1 or "block.3"; one-line error otherwise."""
-    text = str(layer)
-    index = text.split(".", 1)[1] if text.startswith("block.") else text
-    try:
-        i = int(index)
-    except ValueError:
-        i = depth  # falls through to the range error below
-    if not -depth <= i < depth:
-        raise ValueError(f"layer: expected a block index in [-{depth}, {depth}) or 'block.i', got {layer!r}")
-    return i % depth
+    return sorted({resolve_block(x, depth) for x in (layer if isinstance(layer, (list, tuple)) else [layer])})
 
 
 def dataset_identity(dataset: ImageDataset | str) -> str:

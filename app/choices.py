@@ -12,6 +12,9 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 
+from aselect_core.diffusion import as_time
+from aselect_core.model.layer_key import LayerKey
+
 MARK = "✓ computed"
 SHORT_MARK = "✓"  # for a multiselect's chips, which a narrow column cuts off
 MISSING = "—"  # a value a run's summary.json does not have
@@ -36,13 +39,13 @@ def default_choice(options: Sequence[T], computed: Iterable[T], preferred: T | N
 
 def block_index(layer: str) -> int:
     """'block.3' -> 3."""
-    return int(layer.removeprefix("block."))
+    return LayerKey.parse(layer).index
 
 
 def oracle_cell(summary: Mapping[str, Any] | None) -> tuple[int, str] | None:
     """(timestep, layer) of summary.json's most accurate probe cell; None without a summary."""
     best = (summary or {}).get("best")
-    return (int(best["timestep"]), str(best["layer"])) if best else None
+    return (as_time(best["timestep"]), str(best["layer"])) if best else None
 
 
 def oracle_block(summary: Mapping[str, Any] | None) -> int | None:
@@ -81,7 +84,7 @@ class StoredAttributions:
         """From the npz's arrays (attributions, timesteps, images, targets, layer); empty for None."""
         if arrays is None:
             return cls(np.empty((0, 0, 0, 0)), (), np.empty((0, 0, 0, 0)), (), None)
-        return cls(np.asarray(arrays["attributions"]), tuple(int(t) for t in arrays["timesteps"]),
+        return cls(np.asarray(arrays["attributions"]), tuple(as_time(t) for t in arrays["timesteps"]),
                    np.asarray(arrays["images"]), tuple(int(y) for y in arrays["targets"]), int(arrays["layer"]))
 
     @property

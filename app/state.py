@@ -5,6 +5,7 @@ a page renders from the stored analyses without recomputing, and a rewritten fil
 """
 from __future__ import annotations
 
+import functools
 import json
 import os
 from dataclasses import dataclass
@@ -16,9 +17,11 @@ import pandas as pd
 import plotly.graph_objects as go
 import streamlit as st
 
+from analysis.figures.time_axis import TimeAxis
 from app import choices, jobs
 from app.serve import resolve_runs_root
-from aselect_core.train.rundir import RunDir
+from aselect_core.diffusion import make_schedule
+from aselect_core.train.rundir import RunDir, RunInfo
 
 ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
@@ -60,7 +63,7 @@ def stamp(*paths: Path) -> tuple[float, ...]:
 def run_files(run: Path) -> list[Path]:
     """The files a run's summary depends on."""
     rd = RunDir(run)
-    return [rd.config_path, rd.metrics_path, rd.latest_path, rd.curriculum_path,
+    return [rd.config_path, rd.model_info_path, rd.metrics_path, rd.latest_path, rd.curriculum_path,
             *(rd.analysis / f"{n}.{'npz' if n == 'attribution' else 'parquet'}" for n in ANALYSIS_FILES)]
 
 
@@ -75,16 +78,18 @@ def _run_row(run: str, key: tuple[float, ...]) -> tuple[dict[str, Any], str | No
     path, rd = Path(run), RunDir(Path(run))
     row: dict[str, Any] = {"run": path.name}
     try:
-        cfg = rd.config()
+        info = rd.info()
         latest = rd.latest() or {}
         summary = run_row(path)
         if summary["status"] != "ok":  # a run file compare_runs could not read
             raise ValueError(summary["status"])
     except Exception as e:  # any unreadable file makes the run "broken", with the reason shown
         return {**row, "status": "broken"}, str(e).splitlines()[0] if str(e) else type(e).__name__
-    return {**row, "dataset": cfg.data, "model": cfg.model, "policy": cfg.policy,
-            "steps": f"{latest.get('step', 0)}/{cfg.steps}", "image_passes": summary["image_passes"],
-            "best_probe_accuracy": summary["oracle_accuracy"], "status": latest.get("status", "not started"),
+    trained = info.steps is not None  # else a model trained elsewhere, analysed by `aselect analyze --model`
+    return {**row, "dataset": info.data, "model": info.model, "policy": info.policy,
+            "steps": f"{latest.get('step', 0)}/{info.steps}" if trained else "–",
+            "image_passes": summary["image_passes"], "best_probe_accuracy": summary["oracle_accuracy"],
+            "status": latest.get("status", "not started") if trained else "analysed",
             "analyses": ", ".join(n for n in ANALYSIS_FILES if analysis_path(path, n).is_file()) or "none"}, None
 
 
@@ -107,6 +112,27 @@ def table(run: Path, name: str) -> pd.DataFrame | None:
     rd = RunDir(run)
     path = {"metrics": rd.metrics_path, "curriculum": rd.curriculum_path}.get(name, analysis_path(run, name))
     return _read_parquet(str(path), stamp(path)) if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False)
+def _run_info(run: str, key: tuple[float, ...]) -> RunInfo:
+    return RunDir(Path(run)).info()
+
+
+def run_info(run: Path) -> RunInfo:
+    """The run's `RunInfo` (config.json, or model.json of `aselect analyze --model`), cached until either changes."""
+    rd = RunDir(run)
+    return _run_info(str(run), stamp(rd.config_path, rd.model_info_path))
+
+
+def time_axis(run: Path) -> TimeAxis:
+    """The run's time axis for figures and sliders: its schedule's convention, with log SNR."""
+    return _time_axis(tuple(run_info(run).schedule))
+
+
+@functools.lru_cache(maxsize=16)
+def _time_axis(schedule: tuple) -> TimeAxis:
+    return TimeAxis(make_schedule(*schedule))
 
 
 def summary(run: Path) -> dict[str, Any] | None:
@@ -264,28 +290,21 @@ def noised_examples(run: str, t: int, n: int = 8, seed: int = 0) -> tuple[np.nda
     """(x_0, x_t, class names) of n train images of the run's dataset: `q_sample` with each image's fixed noise
     (the same noise the analysis used), as (n, H, W[, C]) arrays in [0, 1]."""
     from analysis.features import probe_splits
-    from aselect_core.diffusion import NoiseSchedule
+    from aselect_core.diffusion import make_schedule
 
-    cfg = RunDir(Path(run)).config()
-    splits = probe_splits(cfg.data, n, seed, 1, cfg.image_size)
-    xt = splits.noisy("train", t, NoiseSchedule(cfg.schedule, cfg.num_timesteps))
+    info = RunDir(Path(run)).info()
+    splits = probe_splits(info.data, n, seed, 1, info.image_size)
+    xt = splits.noisy("train", t, make_schedule(*info.schedule))
     names = [splits.train.classes[y] for y in splits.train.labels.tolist()]
     return (np.stack([to_image(x) for x in splits.train.images.numpy()]),
             np.stack([to_image(x) for x in xt.numpy()]), names)
-
-
-@st.cache_data(show_spinner=False)
-def _depth(run: str, key: tuple[float, ...]) -> int:
-    from analysis.features import resolve_source
-
-    return resolve_source(run).model.config["depth"]
 
 
 def block_choice(run: Path, where: Any = st, computed: list[int] | None = None, preferred: int | None = None) -> int:
     """A selectbox (in `where`: st, st.sidebar or a column) over the blocks of the run's latest DiT, the `computed`
     ones first and marked; it opens on the first computed block, else on `preferred`."""
     computed = computed or []
-    options = choices.computed_first(range(_depth(str(run), stamp(RunDir(run).latest_path))), computed)
+    options = choices.computed_first(range(run_info(run).depth), computed)
     default = choices.default_choice(options, computed, preferred)
     return where.selectbox("block", options, index=options.index(default),
                            format_func=lambda i: choices.marked(f"block.{i}", i in computed))

@@ -16,7 +16,7 @@ rebuilds the schedule) and `time_axis` (a label naming the convention, for figur
 from __future__ import annotations
 
 import math
-from typing import Callable, Iterable
+from typing import Any, Callable, Iterable
 
 import torch
 from torch import Tensor
@@ -114,6 +114,12 @@ class NoiseSchedule:
 
     def __repr__(self) -> str:
         return f"NoiseSchedule(kind={self.kind!r}, num_timesteps={self.num_timesteps})"
+
+
+def as_time(t: Any) -> int | float:
+    """A timestep read back from a table as a plain number: an int for a whole value (a DDPM index, also when a
+    column came back as floats), a float for a flow model's fractional t. Both compare and hash alike (0 == 0.0)."""
+    return int(t) if float(t).is_integer() else float(t)
 
 
 def check_timesteps(timesteps: Iterable[int], num_timesteps: int) -> list[int]:

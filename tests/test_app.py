@@ -15,6 +15,7 @@ import pytest
 import streamlit as st
 from streamlit.testing.v1 import AppTest
 
+from analysis.figures.time_axis import run_time_axis
 from analysis.pipeline import analyze_run
 from app import choices, jobs
 from app.serve import DEMO_RUNS, RUNS_ENV, resolve_runs_root
@@ -144,7 +145,9 @@ def test_embeddings_open_on_the_stored_umap(demo):
     block = at.sidebar.selectbox[1]
     assert block.value == choices.block_index(points.layer.iloc[0]) and block.options[0].endswith(choices.MARK)
     assert len(charts(at)) == 1 and not at.button
-    assert at.select_slider[0].options == [str(t) for t in sorted(points.timestep.unique())]
+    axis = run_time_axis(DEMO_RUNS / run)  # each option is t with its log SNR under the run's schedule
+    assert at.select_slider[0].options == [axis.label(t) for t in sorted(points.timestep.unique())]
+    assert at.select_slider[0].label == axis.name and "log SNR" in at.select_slider[0].options[0]
 
 
 def test_attributions_open_on_a_stored_map(demo):

@@ -1,10 +1,11 @@
 """NoiseSchedule against closed forms: beta tables, abar, q_sample moments, SNR and the sigma <-> t maps."""
 import math
 
+import numpy as np
 import pytest
 import torch
 
-from aselect_core.diffusion import NoiseSchedule
+from aselect_core.diffusion import NoiseSchedule, as_time
 
 
 @pytest.mark.parametrize("kind", ["linear", "cosine"])
@@ -92,3 +93,10 @@ def test_bad_kind_or_timestep_count_fails_with_one_line(args, message):
     with pytest.raises(ValueError, match=message) as err:
         NoiseSchedule(*args)
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("t, expected", [(0, 0), (np.int64(500), 500), (500.0, 500), (np.float32(0.5), 0.5),
+                                         (0.9, 0.9)])
+def test_as_time_keeps_a_flow_t_fractional_and_an_index_whole(t, expected):
+    out = as_time(t)
+    assert out == expected and type(out) is type(expected)

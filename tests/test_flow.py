@@ -197,18 +197,66 @@ def test_flow_timesteps_outside_0_1_are_refused_by_extract_features(bare_sit):
     assert "\n" not in str(e.value)
 
 
-def test_cli_analyze_model_sit_over_flow_times(tmp_path, bare_sit):
-    """`aselect analyze --model sit:PATH --timesteps 0.1,0.5,0.9`: the grids run over the SiT's own t."""
+@pytest.fixture(scope="module")
+def sit_analysis(tmp_path_factory, bare_sit):
+    """The folder `aselect analyze --model sit:PATH --timesteps 0.1,0.5,0.9` writes (a model without a run dir)."""
+    from app.cli import main
+
+    out = tmp_path_factory.mktemp("sit-analysis") / "sit-out"
+    assert main(["analyze", "--model", f"sit:{bare_sit}", "--data", "digits", "--image-size", "8",
+                 "--timesteps", "0.1,0.5,0.9", "--layers", "0,5", "--n-images", "40", "--out", str(out)]) == 0
+    return out
+
+
+def test_cli_analyze_model_sit_over_flow_times(sit_analysis):
+    """The grids run over the SiT's own t, and the selections keep t fractional (not truncated to 0)."""
     import json
 
     import pandas as pd
 
-    from app.cli import main
-
-    out = tmp_path / "sit-out"
-    assert main(["analyze", "--model", f"sit:{bare_sit}", "--data", "digits", "--image-size", "8",
-                 "--timesteps", "0.1,0.5,0.9", "--layers", "0,5", "--n-images", "40", "--out", str(out)]) == 0
-    probe = pd.read_parquet(out / "analysis" / "probe.parquet")
+    probe = pd.read_parquet(sit_analysis / "analysis" / "probe.parquet")
     assert sorted(probe.timestep.unique()) == [0.1, 0.5, 0.9] and {"block.0", "block.5", "pixels"} == set(probe.layer)
-    model = json.loads((out / "model.json").read_text())
+    model = json.loads((sit_analysis / "model.json").read_text())
     assert model["schedule"] == ["sit-linear"] and model["time_axis"].startswith("flow time t")
+    assert model["model"].startswith("sit:") and model["name"] == "sit:SiT-T-4.pt"
+    summary = json.loads((sit_analysis / "analysis" / "summary.json").read_text())
+    dit = probe[probe.layer != "pixels"]
+    assert summary["best"]["timestep"] == dit.loc[dit.accuracy.idxmax(), "timestep"] in (0.1, 0.5, 0.9)
+    chosen = pd.read_parquet(sit_analysis / "analysis" / "selection.parquet").timestep
+    assert set(chosen) <= {0.1, 0.5, 0.9}
+
+
+def test_a_model_analysis_opens_as_a_run(sit_analysis):
+    """RunDir.info reads model.json; the comparison and the feature source treat the folder like a run."""
+    from analysis.compare import run_row
+    from analysis.features import resolve_source
+    from aselect_core.train.rundir import PRETRAINED, RunDir
+
+    info = RunDir(sit_analysis).info()
+    assert (info.data, info.model, info.policy, info.steps, info.image_size, info.depth, info.schedule) == (
+        "digits", "sit:SiT-T-4.pt", PRETRAINED, None, 8, DEPTH, ("sit-linear",))
+    row = run_row(sit_analysis)
+    assert row["status"] == "ok" and row["missing"] == "" and row["oracle_timestep"] in (0.1, 0.5, 0.9)
+    src = resolve_source(sit_analysis)
+    assert isinstance(src.schedule, FlowSchedule) and src.data_spec == "digits"
+
+
+def test_app_pages_open_a_model_analysis(sit_analysis, monkeypatch):
+    """Every page of the app runs without an exception on a runs root holding only an `analyze --model` folder."""
+    from pathlib import Path
+
+    import streamlit as st
+    from streamlit.testing.v1 import AppTest
+
+    from app.serve import RUNS_ENV
+    from aselect_core.train.rundir import PRETRAINED
+
+    app = Path(__file__).resolve().parents[1] / "app"
+    monkeypatch.setenv(RUNS_ENV, str(sit_analysis.parent))
+    st.cache_data.clear()
+    for page in [app / "Home.py", *sorted((app / "pages").glob("*.py"))]:
+        at = AppTest.from_file(str(page), default_timeout=120).run()
+        assert not at.exception, (page.name, at.exception)
+    table = AppTest.from_file(str(app / "Home.py"), default_timeout=120).run().dataframe[0].value
+    row = table.set_index("run").loc["sit-out"]
+    assert (row.policy, row.steps, row.status) == (PRETRAINED, "–", "analysed")

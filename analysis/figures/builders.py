@@ -22,7 +22,9 @@ from analysis.compare import pareto_front
 from analysis.curriculum import bin_table, spread
 from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, TITLE_MARGIN, colors, figure_size,
                                     layout_for, ordered_colors)
+from analysis.figures.time_axis import TimeAxis
 from analysis.frames import require_columns
+from aselect_core.diffusion import as_time
 
 Built = tuple[go.Figure, pd.DataFrame]
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows
@@ -119,18 +121,18 @@ def _per_layer(plot: Plot, cells: pd.DataFrame, x: str, y: str, **style: Any) ->
 
 # -- probes ----------------------------------------------------------------------------------------------------
 def probe_heatmap(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | None = None, size: str = "one",
-                  height: int | None = None) -> Built:
+                  height: int | None = None, time_axis: TimeAxis = TimeAxis()) -> Built:
     """Held-out probe accuracy over timestep (x) × layer (y): where in the DiT the label is readable."""
     cells = dit_cells(probe, metric, pooling)
     plot = Plot(new_figure(size, height))
     plot.heatmap(cells[["timestep", "layer", metric]], "timestep", "layer", metric, metric,
                  colorbar_title_text=metric.replace("_", " "))
-    plot.fig.update_layout(xaxis_title="timestep t", yaxis_title="layer")
+    plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title="layer")
     return plot.result()
 
 
 def segmentation_heatmap(segmentation: pd.DataFrame, metric: str = "miou", size: str = "one",
-                         height: int | None = None) -> Built:
+                         height: int | None = None, time_axis: TimeAxis = TimeAxis()) -> Built:
     """Per-patch segmentation probe mIoU (or pixel_accuracy) over timestep (x) × layer (y), the best cell starred;
     the title gives it with its 95% CI beside the best raw-pixel row (`analysis.segmentation`'s grid)."""
     require_columns(segmentation, [f"{metric}_ci_low", f"{metric}_ci_high"], "segmentation")
@@ -146,13 +148,14 @@ def segmentation_heatmap(segmentation: pd.DataFrame, metric: str = "miou", size:
     top = best.iloc[0]
     title = (f"best {name} {top[metric]:.3f} [{top[f'{metric}_ci_low']:.3f}, {top[f'{metric}_ci_high']:.3f}] "
              f"at t = {top.timestep}, {top.layer}" + (f"; pixels {pixels.max():.3f}" if len(pixels) else ""))
-    plot.fig.update_layout(title_text=title, margin_t=TITLE_MARGIN, xaxis_title="timestep t", yaxis_title="layer")
+    plot.fig.update_layout(title_text=title, margin_t=TITLE_MARGIN, **time_axis.layout(cells.timestep),
+                           yaxis_title="layer")
     return plot.result()
 
 
 def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, metric: str = "accuracy",
                  pooling: str | None = None, methods: tuple[str, ...] = ("oracle", "hfr"), size: str = "one",
-                 height: int | None = None) -> Built:
+                 height: int | None = None, time_axis: TimeAxis = TimeAxis()) -> Built:
     """Probe accuracy vs timestep, one line per layer; raw pixels dashed; the methods' choices marked."""
     cells = dit_cells(probe, metric, pooling)
     plot = Plot(new_figure(size, height))
@@ -165,14 +168,14 @@ def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, met
         chosen = selection[selection.method == method]
         if chosen.empty:
             continue
-        t, layer = int(chosen.timestep.iloc[0]), chosen.layer.iloc[0]
+        t, layer = as_time(chosen.timestep.iloc[0]), chosen.layer.iloc[0]
         cell = cells[(cells.timestep == t) & (cells.layer == layer)]
         if len(cell):
             plot.line(cell[["timestep", "layer", metric]].assign(method=method), "timestep", metric,
                       f"{method} choice", mode="markers",
                       marker=dict(symbol=CHOICE_SYMBOLS.get(method, "circle-open"), size=10, color="black",
                                   line=dict(width=0.75, color="white")))
-    plot.fig.update_layout(xaxis_title="timestep t", yaxis_title=f"probe {metric.replace('_', ' ')}")
+    plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title=f"probe {metric.replace('_', ' ')}")
     return plot.result()
 
 
@@ -193,26 +196,28 @@ def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy"
 
 
 # -- mutual information ----------------------------------------------------------------------------------------
-def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None) -> Built:
+def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None,
+              time_axis: TimeAxis = TimeAxis()) -> Built:
     """Label mutual information I(y; pooled features) vs timestep, one line per layer."""
     require_columns(mi, ["timestep", "layer", "mi_nats"], "mi")
     cells = _finite(mi, ["mi_nats"], "mi").sort_values(["layer", "timestep"], ignore_index=True)
     plot = Plot(new_figure(size, height))
     _per_layer(plot, cells, "timestep", "mi_nats", mode="lines+markers", marker_size=3, line_width=1)
     method = f" ({mi.method.iloc[0]})" if "method" in mi and mi.method.nunique() == 1 else ""
-    plot.fig.update_layout(xaxis_title="timestep t", yaxis_title=f"I(y; features) [nats]{method}")
+    plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title=f"I(y; features) [nats]{method}")
     return plot.result()
 
 
-def immse_curve(immse: pd.DataFrame, size: str = "one", height: int | None = None) -> Built:
+def immse_curve(immse: pd.DataFrame, size: str = "one", height: int | None = None,
+                time_axis: TimeAxis = TimeAxis()) -> Built:
     """I(x₀; x_t) vs timestep by the I-MMSE relation: how much of the image survives the noise at t."""
     require_columns(immse, ["timestep", "mi_nats"], "immse")
     rows = _finite(immse, ["mi_nats"], "immse").sort_values("timestep", ignore_index=True)
     plot = Plot(new_figure(size, height))
     plot.line(rows[[c for c in ("timestep", "snr", "mmse", "mi_nats") if c in rows]], "timestep", "mi_nats",
               "I(x₀; x_t)", mode="lines+markers", marker_size=3, line_width=1, line_color="black")
-    plot.fig.update_layout(xaxis_title="timestep t", yaxis_title="I(x<sub>0</sub>; x<sub>t</sub>) [nats]",
-                           yaxis_type="log", yaxis_dtick=1, showlegend=False)  # ticks at decades
+    plot.fig.update_layout(**time_axis.layout(rows.timestep),
+                           yaxis_title="I(x<sub>0</sub>; x<sub>t</sub>) [nats]", yaxis_type="log", yaxis_dtick=1, showlegend=False)  # ticks at decades
     return plot.result()
 
 
@@ -431,7 +436,7 @@ def attribution_grid(attributions: np.ndarray, timesteps: Iterable[int], images:
     One colour scale for all maps (symmetric around 0 when attributions are signed), so panels compare.
     """
     attributions = np.asarray(attributions, dtype=np.float64)
-    timesteps = [int(t) for t in np.asarray(timesteps).ravel()]
+    timesteps = [as_time(t) for t in np.asarray(timesteps).ravel()]
     if attributions.ndim != 4 or attributions.shape[0] != len(timesteps):
         raise ValueError(f"attributions: expected (n_timesteps={len(timesteps)}, n_images, H, W), "
                          f"got shape {attributions.shape}")

@@ -7,12 +7,13 @@ import streamlit as st
 from analysis.figures import immse_curve, mi_curves, probe_curves, probe_heatmap
 from analysis.segmentation import mask_rgb
 from app import choices, jobs, state
+from aselect_core.diffusion import as_time
 
 state.page("Timestep explorer", "Linear-probe accuracy, label mutual information and high-frequency ratio of the "
                                 "DiT's features over timestep t and layer (and, where the dataset has masks, the "
                                 "per-patch segmentation probe), from `analysis.pipeline.analyze_run`.")
 run = state.pick_run()
-if run is None or not state.require(run, ("probe", "hfr", "immse", "selection"), "Timestep analysis", "analyze",
+if run is None or not state.require(run, ("probe", "hfr", "selection"), "Timestep analysis", "analyze",
                                     lambda: jobs.analyze_command(run, state.DEFAULT_TIMESTEPS, 500)):
     st.stop()
 
@@ -32,18 +33,21 @@ for col, row in zip(st.columns(len(selection)), selection.itertuples()):
 metric = st.radio("measure", available, horizontal=True)
 df, column = METRICS[metric]
 layers = [layer for layer in df.layer.unique() if layer != "pixels"]
-timesteps = sorted(int(t) for t in df.timestep.unique())
+timesteps = sorted(as_time(t) for t in df.timestep.unique())
 oracle_t, oracle_layer = choices.oracle_cell(state.summary(run)) or (None, None)
-t = st.select_slider("timestep t", timesteps, value=choices.default_choice(timesteps, [], oracle_t))
+axis = state.time_axis(run)
+t = st.select_slider(axis.name, timesteps, value=choices.default_choice(timesteps, [], oracle_t),
+                     format_func=axis.label)
 pooling = "mean" if "pooling" in df else None
 left, right = st.columns(2)
 with left:
-    state.show(probe_heatmap(df, metric=column, pooling=pooling), "heatmap", mark_x=t)
+    state.show(probe_heatmap(df, metric=column, pooling=pooling, time_axis=axis), "heatmap", mark_x=t)
 with right:
     shown = st.multiselect("layers", layers, default=choices.default_layers(layers, oracle_layer))
     rows = df[df.layer.isin([*shown, "pixels"])]
     marks = selection if df is probe else None  # the methods choose cells for classification
-    curves = mi_curves(rows) if column == "mi_nats" else probe_curves(rows, marks, metric=column, pooling=pooling)
+    curves = (mi_curves(rows, time_axis=axis) if column == "mi_nats"
+              else probe_curves(rows, marks, metric=column, pooling=pooling, time_axis=axis))
     state.show(curves, "curves", mark_x=t, yaxis_title=metric)
 
 stored = state.segmentation_masks(run) if df is segmentation else None
@@ -70,10 +74,13 @@ if stored is not None:
             st.image(list(mask_rgb(stored.masks)), caption=["true mask"] * n, width=96)
             st.image(list(mask_rgb(pred)), caption=["predicted"] * n, width=96)
 
-st.subheader(f"Noised examples x_t at t = {t}")
-x0, xt, names = state.noised_examples(str(run), t)
-st.image(list(x0), caption=names, width=64, clamp=True)
-st.image(list(xt), caption=[f"t = {t}"] * len(xt), width=64, clamp=True)
+info = state.run_info(run)
+if info.vae is None:  # a latent DiT noises latents, not the images shown
+    st.subheader(f"Noised examples x_t at t = {t}")
+    x0, xt, names = state.noised_examples(str(run), t)
+    st.image(list(x0), caption=names, width=64, clamp=True)
+    st.image(list(xt), caption=[f"t = {t}"] * len(xt), width=64, clamp=True)
 
-st.subheader("How much of the image survives: I(x₀; x_t)")
-state.show(immse_curve(immse), "immse", height=300, mark_x=t)
+if immse is not None:  # `aselect analyze RUN` writes it; `analyze --model` does not
+    st.subheader("How much of the image survives: I(x₀; x_t)")
+    state.show(immse_curve(immse, time_axis=axis), "immse", height=300, mark_x=t)

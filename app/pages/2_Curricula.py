@@ -28,7 +28,7 @@ def curriculum_column(run: Path, key: str) -> None:
     if cur is None:
         st.info(f"`{run.name}` has no curriculum.parquet (its training has not written a snapshot yet).")
         return
-    st.subheader(f"`{run.name}` · {RunDir(run).config().policy}")
+    st.subheader(f"`{run.name}` · {state.run_info(run).policy}")
     steps = sorted(int(s) for s in cur.step.unique())
     step = st.select_slider("training step", steps, value=steps[-1], key=f"step_{key}")
     state.show(curriculum_heatmap(cur), f"heat_{key}", height=380, mark_x=step)

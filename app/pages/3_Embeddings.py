@@ -6,6 +6,8 @@ import streamlit as st
 from analysis.embedding import umap_for_run
 from analysis.figures import umap_grid
 from app import choices, state
+from aselect_core.diffusion import as_time
+from aselect_core.model import LayerKey
 
 N_IMAGES = 300
 run = state.page_run("Embeddings", "UMAP (`analysis.embedding.umap_trajectory`) of a block's mean-pooled features of "
@@ -23,9 +25,10 @@ if layer not in held:
         st.rerun()
     st.stop()
 
-points = points[points.layer == f"block.{layer}"]
-timesteps = sorted(int(t) for t in points.timestep.unique())
-t = st.select_slider("timestep t", timesteps, value=timesteps[0])
+points = points[points.layer == str(LayerKey.block(layer))]
+timesteps = sorted(as_time(t) for t in points.timestep.unique())
+axis = state.time_axis(run)
+t = st.select_slider(axis.name, timesteps, value=timesteps[0], format_func=axis.label)
 train_images, _, classes = state.probe_images(str(run), int(points["index"].max()) + 1)  # its n_images
 fig, data = umap_grid(points[points.timestep == t].assign(label=lambda d: d.label.map(lambda y: classes[y])), cols=1)
 left, right = st.columns([3, 1])

@@ -40,8 +40,12 @@ def runs_section() -> None:
     shown = table[table.dataset.isin(chosen) | table.dataset.isna()]  # broken runs stay listed, with why
     shown = shown.assign(pareto=pareto_front(shown, "image_passes", accuracy))
     st.dataframe(shown.drop(columns=["path"]), hide_index=True, width="stretch")
-    if shown[accuracy].notna().any():
-        state.show(policy_pareto(shown, accuracy=accuracy), "pareto", height=420)
+    plotted = shown[accuracy].notna() & shown.image_passes.notna()  # models trained elsewhere have no counted cost
+    if plotted.any():
+        state.show(policy_pareto(shown[plotted], accuracy=accuracy), "pareto", height=420)
+    elif shown[accuracy].notna().any():
+        st.info("The runs shown with this accuracy have no counted training cost (models analysed with "
+                "`aselect analyze --model`), so there is no cost axis to plot them on.")
     else:
         st.info("No run shown has this accuracy yet: analyse runs on the Runs page.")
     st.download_button("comparison.csv", shown.to_csv(index=False), "comparison.csv", "text/csv")

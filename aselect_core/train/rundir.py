@@ -1,5 +1,7 @@
 """The run dir on disk: config.json, metrics.parquet, curriculum.parquet, checkpoints/, latest.json, train.log.
 
+A folder written by `aselect analyze --model` (a model trained elsewhere) holds model.json instead of config.json
+and no training files; `RunDir.info()` reads either, so the app and the comparison open both alike.
 Everything that reads a run (analysis, the app) goes through `RunDir`, so the layout lives in one place.
 """
 from __future__ import annotations
@@ -12,8 +14,11 @@ from typing import Any
 
 import pandas as pd
 
+from aselect_core.model.dit import dit_depth
 from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.config import TrainConfig
+
+PRETRAINED = "pretrained"  # RunInfo.policy of a model analysed without a run (trained elsewhere)
 
 
 class RunDirError(ValueError):
@@ -27,6 +32,23 @@ def write_parquet(path: Path, df: pd.DataFrame) -> None:
 
 
 @dataclass(frozen=True)
+class RunInfo:
+    """What a run dir's analyses were computed on: its data, model, training policy and steps (None for a model
+    trained elsewhere), image size, depth, the schedule's identity (`make_schedule(*schedule)` rebuilds it) and,
+    for a model analysed by `aselect analyze --model`, the model spec it read and its VAE folder (latent DiTs)."""
+
+    data: str
+    model: str
+    policy: str
+    steps: int | None
+    image_size: int
+    depth: int
+    schedule: tuple
+    source: str | None = None
+    vae: str | None = None
+
+
+@dataclass(frozen=True)
 class RunDir:
     path: Path
 
@@ -34,6 +56,7 @@ class RunDir:
         object.__setattr__(self, "path", Path(self.path))
 
     config_path = property(lambda self: self.path / "config.json")
+    model_info_path = property(lambda self: self.path / "model.json")  # `aselect analyze --model` output
     metrics_path = property(lambda self: self.path / "metrics.parquet")
     curriculum_path = property(lambda self: self.path / "curriculum.parquet")
     class_curriculum_path = property(lambda self: self.path / "curriculum_classes.parquet")
@@ -53,6 +76,27 @@ class RunDir:
         except json.JSONDecodeError as e:
             raise RunDirError(f"{self.config_path}: not valid JSON ({e.msg})") from None
         return TrainConfig.from_dict(d, source=str(self.config_path))
+
+    def is_model_analysis(self) -> bool:
+        """A folder of `aselect analyze --model`: model.json, no training config."""
+        return self.model_info_path.is_file() and not self.config_path.is_file()
+
+    def info(self) -> RunInfo:
+        """The run's `RunInfo`, from config.json, else model.json; a RunDirError naming the file otherwise."""
+        if not self.is_model_analysis():
+            cfg = self.config()
+            return RunInfo(cfg.data, cfg.model, cfg.policy, cfg.steps, cfg.image_size, dit_depth(cfg.model),
+                           (cfg.schedule, cfg.num_timesteps))
+        path = self.model_info_path
+        try:
+            m = json.loads(path.read_text())
+            return RunInfo(m["data"], m.get("name") or Path(m["model"]).name, PRETRAINED, None, int(m["image_size"]),
+                           int(m["config"]["depth"]), tuple(m["schedule"]), m["model"],
+                           (m.get("vae") or {}).get("path"))
+        except json.JSONDecodeError as e:
+            raise RunDirError(f"{path}: not valid JSON ({e.msg})") from None
+        except (KeyError, TypeError, ValueError) as e:
+            raise RunDirError(f"{path}: expected data, model, image_size, config.depth and schedule ({e!r})") from None
 
     def write_config(self, config: TrainConfig) -> None:
         atomic_write_json(self.config_path, config.to_dict())
