@@ -260,3 +260,12 @@ def test_app_pages_open_a_model_analysis(sit_analysis, monkeypatch):
     table = AppTest.from_file(str(app / "Home.py"), default_timeout=120).run().dataframe[0].value
     row = table.set_index("run").loc["sit-out"]
     assert (row.policy, row.steps, row.status) == (PRETRAINED, "–", "analysed")
+
+
+def test_figures_of_a_model_analysis_label_flow_time_with_log_snr(sit_analysis):
+    """The SiT's own t on the axis, log SNR = 2 log(t / (1 - t)) under each tick (data at t = 1)."""
+    from analysis.figures import build_figure
+
+    fig, _ = build_figure("probe_heatmap", sit_analysis)
+    assert list(fig.layout.xaxis.ticktext) == [f"{t:g}<br>{2 * math.log(t / (1 - t)):.1f}" for t in (0.1, 0.5, 0.9)]
+    assert fig.layout.xaxis.title.text.startswith("flow time t ∈ [0, 1] (1 = data, 0 = noise)")
