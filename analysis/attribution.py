@@ -47,7 +47,8 @@ from analysis.probe import FittedProbe, fit_probe, linear_probe
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model.layer_key import LayerKey, resolve_block
 from aselect_core.policies import make_policy
-from aselect_core.train.checkpoint import atomic_write_bytes, load_checkpoint, unprefixed
+from aselect_core.io import atomic_write_bytes
+from aselect_core.train.checkpoint import load_checkpoint, unprefixed
 from aselect_core.train.rundir import RunDir
 
 BRANCHES = ("attn", "mlp")  # DiTBlock submodules whose outputs block_attribution hooks

@@ -39,7 +39,8 @@ from sklearn.manifold import trustworthiness
 from sklearn.metrics import pairwise_distances
 
 from analysis.features import extract_features
-from aselect_core.train.rundir import RunDir, write_parquet
+from aselect_core.io import atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 NUMBA_CACHE = Path(__file__).resolve().parents[1] / ".cache" / "numba"
 PRECOMPUTED_BELOW = 4000  # rows; above this a dense n×n matrix costs more than umap-learn's NN-descent
@@ -179,6 +180,6 @@ def umap_for_run(run: str | Path, layer: int, timesteps: list[int], n_images: in
     points, _ = umap_trajectory({t: bank.pooled[(t, key)][train] for t in bank.timesteps}, bank.labels[train],
                                 random_state=seed, **umap_kw)
     points = points.assign(layer=key)
-    write_parquet(RunDir(Path(run)).analysis / "umap.parquet", points)
+    atomic_write_parquet(RunDir(Path(run)).analysis / "umap.parquet", points)
     report(1.0, "done")
     return points

@@ -50,7 +50,7 @@ from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
 from aselect_core.model import MAE, DiT, layer_order, load_model
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
-from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
+from aselect_core.io import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
 
 CACHE_VERSION = 1

@@ -30,8 +30,7 @@ from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import load_dit
 from aselect_core.model.codec import LatentCodec, load_codec, vae_folder
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
-from aselect_core.train.checkpoint import atomic_write_json
-from aselect_core.train.rundir import write_parquet
+from aselect_core.io import atomic_write_json, atomic_write_parquet
 
 MODEL_METHODS = ("oracle", "hfr", "mi")
 
@@ -93,7 +92,7 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
     paths = {}
     for name, df in tables.items():
         paths[name] = folder / f"{name}.parquet"
-        write_parquet(paths[name], df)
+        atomic_write_parquet(paths[name], df)
     paths["summary"] = folder / "summary.json"
     atomic_write_json(paths["summary"], summarise(sels, probe, sels["hfr"].grid))
     paths["model"] = Path(out) / "model.json"

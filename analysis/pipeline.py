@@ -46,8 +46,8 @@ from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accur
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import as_time
 from aselect_core.model.layer_key import LayerKey
-from aselect_core.train.checkpoint import atomic_write_json
-from aselect_core.train.rundir import RunDir, write_parquet
+from aselect_core.io import atomic_write_json, atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
 EMBEDDING_TIMESTEPS, EMBEDDING_IMAGES = 6, 1000  # the UMAP step: a handful of maps, each seconds on a CPU
@@ -180,7 +180,7 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     paths = {}
     for name, df in tables.items():
         paths[name] = rd.analysis / f"{name}.parquet"
-        write_parquet(paths[name], df)
+        atomic_write_parquet(paths[name], df)
     paths["summary"] = rd.analysis / "summary.json"
     summary = summarise(sels, probe, hfr_grid, tables.get("random_init"))
     if "segmentation" not in tasks and "segmentation" in (previous := rd.summary_or_empty()):

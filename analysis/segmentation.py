@@ -34,8 +34,8 @@ from analysis.selection import default_timesteps
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import as_time
 from aselect_core.model.layer_key import LayerKey
-from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
-from aselect_core.train.rundir import RunDir, write_parquet
+from aselect_core.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 PIXELS = "pixels"
 SEGMENTATION_IMAGES = 500  # default train images (n_test: half); tokens cost n·N·D·4 bytes per layer and timestep
@@ -195,7 +195,7 @@ def artefact_paths(run: RunDir) -> tuple[Path, Path]:
 def write_segmentation(run: RunDir, seg: SegmentationGrid) -> dict[str, Path]:
     """The grid, its predicted masks and summary.json's `segmentation` (other keys kept), written atomically."""
     grid_path, masks_path = artefact_paths(run)
-    write_parquet(grid_path, seg.rows)
+    atomic_write_parquet(grid_path, seg.rows)
     buf = io.BytesIO()
     np.savez_compressed(buf, pred=seg.pred, timesteps=seg.rows.timestep.to_numpy(),
                         layers=seg.rows.layer.to_numpy(dtype=str), masks=seg.masks,

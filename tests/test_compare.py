@@ -8,7 +8,7 @@ import pandas as pd
 import pytest
 
 from analysis.compare import compare_runs, pareto_front
-from aselect_core.train.rundir import write_parquet
+from aselect_core.io import atomic_write_parquet
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -28,11 +28,11 @@ def write_analysis(run, best=(100, "block.2", 0.8), hfr=(300, "block.1", 0.6)):
                           "layer": ["block.2", best[1], hfr[1], "pixels", "pixels", "pixels"],
                           "accuracy": [0.5, best[2], hfr[2], 0.7, 0.55, 0.3]})
     probe.loc[1, "timestep"] = best[0]
-    write_parquet(run / "analysis" / "probe.parquet", probe)
+    atomic_write_parquet(run / "analysis" / "probe.parquet", probe)
     selection = pd.DataFrame({"method": ["oracle", "hfr"], "timestep": [best[0], hfr[0]], "layer": [best[1], hfr[1]],
                               "accuracy_at_choice": [best[2], hfr[2]], "regret": [0.0, 100 * (best[2] - hfr[2])],
                               "cost_image_passes": [6000, 64], "cost_ratio": [1.0, 6000 / 64]})
-    write_parquet(run / "analysis" / "selection.parquet", selection)
+    atomic_write_parquet(run / "analysis" / "selection.parquet", selection)
     (run / "analysis" / "summary.json").write_text(json.dumps({
         "best": {"timestep": best[0], "layer": best[1], "accuracy": best[2], "accuracy_ci_low": best[2] - 0.05,
                  "accuracy_ci_high": best[2] + 0.04}, "random_init_baseline": {"best_accuracy": 0.65}}))
@@ -72,7 +72,7 @@ def test_broken_runs_are_listed_not_raised(runs, tmp_path):
     shutil.copytree(uniform, corrupt)
     write_analysis(corrupt)
     (corrupt / "analysis" / "selection.parquet").write_bytes(b"PAR1 not really")
-    write_parquet(corrupt / "curriculum.parquet", pd.DataFrame({"step": [0], "bin": [0]}))
+    atomic_write_parquet(corrupt / "curriculum.parquet", pd.DataFrame({"step": [0], "bin": [0]}))
     df = compare_runs([tmp_path / "empty", bad_json, corrupt, tmp_path / "absent"]).set_index("run")
     assert df.status["empty"] == df.status["absent"] == "not a run dir: config.json not found"
     assert "config.json: not valid JSON" in df.status["bad_json"]

@@ -1,5 +1,6 @@
 """load_dit / save_dit: project safetensors and run dirs, official DiT .pt files, diffusers folders, bad inputs."""
 import argparse
+import hashlib
 import json
 
 import pytest
@@ -65,7 +66,13 @@ def test_trainer_checkpoint_picks_ema_or_model_and_run_dir(tmp_path):
               metadata=dit_metadata(model))
     (tmp_path / "run" / "latest.json").write_text(json.dumps({"checkpoint": "checkpoints/step_0000040.safetensors"}))
     assert same_outputs(load_dit(ckpt), ema) and same_outputs(load_dit(ckpt, weights="model"), model)
+    # a run dir's checkpoint is verified against its sidecar's sha256 before it is read, as training resumes it
+    one_line_error(tmp_path / "run", "step_0000040.safetensors: no sidecar step_0000040.json")
+    sidecar = {"step": 40, "sha256": hashlib.sha256(ckpt.read_bytes()).hexdigest()}
+    ckpt.with_suffix(".json").write_text(json.dumps(sidecar))
     assert same_outputs(load_dit(tmp_path / "run"), ema)
+    ckpt.write_bytes(ckpt.read_bytes()[:-100])  # truncated after its sidecar was written
+    one_line_error(tmp_path / "run", "step_0000040.safetensors: sha256 does not match its sidecar")
     only_model = tmp_path / "only_model.safetensors"
     save_file(prefixed("model", model), only_model, metadata=dit_metadata(model))
     assert same_outputs(load_dit(only_model, weights="ema"), model)  # falls back to the other weights

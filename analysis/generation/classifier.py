@@ -14,7 +14,7 @@ from torch import Tensor, nn
 
 from analysis.features import cache_key
 from aselect_core.datasets import load_dataset
-from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
+from aselect_core.io import atomic_write_bytes, atomic_write_json
 
 FEATURE_DIM = 128
 

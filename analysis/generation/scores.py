@@ -11,7 +11,7 @@ from analysis.features import probe_splits
 from analysis.generation.classifier import domain_classifier
 from analysis.generation.metrics import frechet_distance, kernel_inception_distance, precision_recall
 from analysis.generation.sampling import load_generator, sample
-from aselect_core.train.checkpoint import atomic_write_json
+from aselect_core.io import atomic_write_json
 from aselect_core.train.rundir import RunDir
 
 

@@ -1,9 +1,10 @@
 """The models: DiT architecture and configs (`dit`), the names of its tapped features (`layer_key`), the MAE baseline
 (`mae`), checkpoint loading and saving (`load`)."""
+from aselect_core.io import CheckpointError
 from aselect_core.model.dit import (DIT_CONFIGS, DIT_SIZES, FEATURE_KINDS, DiT, DiTBlock, build_dit, dit_depth,
                                     sincos_pos_embed_2d, timestep_embedding)
 from aselect_core.model.layer_key import LayerKey, layer_order, resolve_block
-from aselect_core.model.load import (CheckpointError, infer_config, is_mae_checkpoint, load_dit, load_mae, load_model,
+from aselect_core.model.load import (infer_config, is_mae_checkpoint, load_dit, load_mae, load_model,
                                      mae_metadata, save_dit)
 from aselect_core.model.mae import MAE, build_mae, random_masking
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import torch
 from torch import Tensor
 
-from aselect_core.model.load import CheckpointError
+from aselect_core.io import CheckpointError
 
 
 class LatentCodec:

@@ -22,7 +22,6 @@ import math
 import os
 import pickle
 import re
-import tempfile
 from pathlib import Path
 from typing import Any, Callable
 
@@ -31,6 +30,7 @@ from safetensors import SafetensorError, safe_open
 from safetensors.torch import save as st_save
 from torch import Tensor
 
+from aselect_core.io import CheckpointError, atomic_write_bytes, read_json, verified_bytes
 from aselect_core.model.dit import DIT_SIZES, DiT, sincos_pos_embed_2d
 from aselect_core.model.mae import MAE
 
@@ -44,10 +44,6 @@ PAPER_HEADS = {hidden: heads for _, hidden, heads in DIT_SIZES.values()}  # hidd
 Reader = Callable[[Path, str, Any], tuple[dict[str, Tensor], dict[str, Any] | None]]
 
 
-class CheckpointError(ValueError):
-    """A checkpoint that cannot be read as a DiT; the one-line message names the file and what was expected."""
-
-
 # ---------------------------------------------------------------------------------------------------- saving
 
 def save_dit(model: DiT, path: str | os.PathLike) -> Path:
@@ -55,15 +51,7 @@ def save_dit(model: DiT, path: str | os.PathLike) -> Path:
     path = Path(path)
     tensors = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     data = st_save(tensors, metadata={METADATA_KEY: json.dumps({"name": model.config_name, **model.config})})
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, data)
     return path
 
 
@@ -129,15 +117,15 @@ def read_safetensors(path: Path, weights: str, map_location: Any) -> tuple[dict[
 
 
 def read_run(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any] | None]:
-    return read_safetensors(run_checkpoint(path), weights, map_location)
+    """The checkpoint latest.json names, verified against its sidecar's sha256 first (as training resumes it)."""
+    checkpoint = run_checkpoint(path)
+    verified_bytes(checkpoint)
+    return read_safetensors(checkpoint, weights, map_location)
 
 
 def run_checkpoint(path: Path) -> Path:
     """The checkpoint a run dir's `latest.json` = {"checkpoint": "checkpoints/step_XXXXXXX.safetensors", ...} names."""
-    try:
-        checkpoint = json.loads((path / "latest.json").read_text()).get("checkpoint")
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{path / 'latest.json'}: not valid JSON ({e.msg})") from None
+    checkpoint = read_json(path / "latest.json", CheckpointError).get("checkpoint")
     if not checkpoint:
         raise CheckpointError(f"{path / 'latest.json'}: expected a 'checkpoint' entry (no checkpoint written yet?)")
     if not (path / checkpoint).is_file():
@@ -239,10 +227,7 @@ def diffusers_config(cfg: dict[str, Any], state: dict[str, Tensor], folder: Path
 def read_diffusers(path: Path, weights: str, map_location: Any) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """A `save_pretrained` folder of DiTTransformer2DModel (or a pipeline folder with `transformer/`)."""
     folder = path / "transformer" if (path / "transformer" / "config.json").is_file() else path
-    try:
-        cfg = json.loads((folder / "config.json").read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{folder / 'config.json'}: not valid JSON ({e.msg})") from None
+    cfg = read_json(folder / "config.json", CheckpointError)
     for field, expected in DIFFUSERS_REQUIRED.items():
         if cfg.get(field, expected) != expected:
             raise CheckpointError(f"{folder / 'config.json'}: field {field!r} must be {expected!r} for a DiT, "

@@ -2,14 +2,10 @@
 
 A checkpoint `step_XXXXXXX.safetensors` is good when its sidecar `step_XXXXXXX.json` exists and records the
 file's sha256. Writes go to a temp file, are fsynced and renamed, so a kill at any moment leaves either the old
-state or the new one. Nothing here unpickles anything.
+state or the new one (`aselect_core.io`). Nothing here unpickles anything.
 """
 from __future__ import annotations
 
-import hashlib
-import json
-import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -19,33 +15,8 @@ from safetensors.torch import load as st_load
 from safetensors.torch import save as st_save
 from torch import Tensor
 
-
-class CheckpointError(ValueError):
-    """A missing, truncated or corrupt checkpoint; the message names the file."""
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write `data` to `path` via a temp file in the same folder, fsync, then rename over."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    dir_fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
-
-
-def atomic_write_json(path: Path, obj: Any) -> None:
-    atomic_write_bytes(path, (json.dumps(obj, indent=2, sort_keys=True) + "\n").encode())
+from aselect_core.io import (CheckpointError, atomic_write_bytes, atomic_write_json, sha256_hex, sidecar_path,
+                             verified_bytes)
 
 
 def checkpoint_name(step: int) -> str:
@@ -59,13 +30,13 @@ def save_checkpoint(ckpt_dir: Path, step: int, tensors: dict[str, Tensor], metad
     data = st_save(tensors, metadata=metadata)
     path = ckpt_dir / f"{checkpoint_name(step)}.safetensors"
     atomic_write_bytes(path, data)
-    atomic_write_json(path.with_suffix(".json"), {**sidecar, "step": step, "sha256": hashlib.sha256(data).hexdigest()})
+    atomic_write_json(sidecar_path(path), {**sidecar, "step": step, "sha256": sha256_hex(data)})
     return path
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
     """Read and verify one checkpoint; raises CheckpointError (one line) when it is not good."""
-    data, sidecar = _verified_bytes(path)
+    data, sidecar = verified_bytes(path)
     try:
         tensors = st_load(data)
     except (SafetensorError, ValueError) as e:
@@ -75,23 +46,7 @@ def load_checkpoint(path: Path) -> tuple[dict[str, Tensor], dict[str, Any]]:
 
 def verify_checkpoint(path: Path) -> dict[str, Any]:
     """The sidecar of a complete checkpoint (both files there, sha256 matching); CheckpointError otherwise."""
-    return _verified_bytes(path)[1]
-
-
-def _verified_bytes(path: Path) -> tuple[bytes, dict[str, Any]]:
-    sidecar_path = path.with_suffix(".json")
-    if not path.is_file():
-        raise CheckpointError(f"{path}: checkpoint file not found")
-    if not sidecar_path.is_file():
-        raise CheckpointError(f"{path}: no sidecar {sidecar_path.name} (the write did not finish)")
-    try:
-        sidecar = json.loads(sidecar_path.read_text())
-    except json.JSONDecodeError as e:
-        raise CheckpointError(f"{sidecar_path}: sidecar is not valid JSON ({e.msg})") from None
-    data = path.read_bytes()
-    if hashlib.sha256(data).hexdigest() != sidecar.get("sha256"):
-        raise CheckpointError(f"{path}: sha256 does not match its sidecar (truncated or corrupt)")
-    return data, sidecar
+    return verified_bytes(path)[1]
 
 
 def is_slim(sidecar: dict[str, Any]) -> bool:

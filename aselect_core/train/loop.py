@@ -32,7 +32,8 @@ from aselect_core.train.config import TrainConfig
 from aselect_core.train.objectives import OBJECTIVES
 from aselect_core.train.distributed import (DistContext, all_gather_cat, all_gather_objects, any_across, barrier,
                                             cleanup, init_distributed, mean_across, sharded_features)
-from aselect_core.train.rundir import RunDir, write_parquet
+from aselect_core.io import atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 
 class TrainingError(RuntimeError):
@@ -237,11 +238,11 @@ class Trainer:
 
     def _flush_tables(self) -> None:
         if self.state.metrics:
-            write_parquet(self.run.metrics_path, pd.DataFrame(self.state.metrics))
+            atomic_write_parquet(self.run.metrics_path, pd.DataFrame(self.state.metrics))
         if self.state.curriculum:
-            write_parquet(self.run.curriculum_path, pd.concat(self.state.curriculum, ignore_index=True))
+            atomic_write_parquet(self.run.curriculum_path, pd.concat(self.state.curriculum, ignore_index=True))
         if self.state.class_curriculum:
-            write_parquet(self.run.class_curriculum_path, pd.concat(self.state.class_curriculum, ignore_index=True))
+            atomic_write_parquet(self.run.class_curriculum_path, pd.concat(self.state.class_curriculum, ignore_index=True))
 
     def _snapshot(self) -> None:
         """Record the policy's p(t) (and p(t | y) where it has one) at the current step."""

@@ -6,16 +6,14 @@ Everything that reads a run (analysis, the app) goes through `RunDir`, so the la
 """
 from __future__ import annotations
 
-import io
-import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
+from aselect_core.io import atomic_write_json, read_json
 from aselect_core.model.dit import dit_depth
-from aselect_core.train.checkpoint import atomic_write_bytes, atomic_write_json
 from aselect_core.train.config import TrainConfig
 
 PRETRAINED = "pretrained"  # RunInfo.policy of a model analysed without a run (trained elsewhere)
@@ -23,12 +21,6 @@ PRETRAINED = "pretrained"  # RunInfo.policy of a model analysed without a run (t
 
 class RunDirError(ValueError):
     """A run dir that is missing or malformed; the message names the file."""
-
-
-def write_parquet(path: Path, df: pd.DataFrame) -> None:
-    buf = io.BytesIO()
-    df.to_parquet(buf, index=False)
-    atomic_write_bytes(path, buf.getvalue())
 
 
 @dataclass(frozen=True)
@@ -71,11 +63,7 @@ class RunDir:
     def config(self) -> TrainConfig:
         if not self.config_path.is_file():
             raise RunDirError(f"{self.config_path}: not found (is {self.path} a run dir?)")
-        try:
-            d = json.loads(self.config_path.read_text())
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{self.config_path}: not valid JSON ({e.msg})") from None
-        return TrainConfig.from_dict(d, source=str(self.config_path))
+        return TrainConfig.from_dict(read_json(self.config_path, RunDirError), source=str(self.config_path))
 
     def is_model_analysis(self) -> bool:
         """A folder of `aselect analyze --model`: model.json, no training config."""
@@ -88,13 +76,11 @@ class RunDir:
             return RunInfo(cfg.data, cfg.model, cfg.policy, cfg.steps, cfg.image_size, dit_depth(cfg.model),
                            (cfg.schedule, cfg.num_timesteps))
         path = self.model_info_path
+        m = read_json(path, RunDirError)
         try:
-            m = json.loads(path.read_text())
             return RunInfo(m["data"], m.get("name") or Path(m["model"]).name, PRETRAINED, None, int(m["image_size"]),
                            int(m["config"]["depth"]), tuple(m["schedule"]), m["model"],
                            (m.get("vae") or {}).get("path"))
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{path}: not valid JSON ({e.msg})") from None
         except (KeyError, TypeError, ValueError) as e:
             raise RunDirError(f"{path}: expected data, model, image_size, config.depth and schedule ({e!r})") from None
 
@@ -105,10 +91,7 @@ class RunDir:
         """latest.json: {checkpoint, step, status, ...}, or None before the first checkpoint."""
         if not self.latest_path.is_file():
             return None
-        try:
-            return json.loads(self.latest_path.read_text())
-        except json.JSONDecodeError as e:
-            raise RunDirError(f"{self.latest_path}: not valid JSON ({e.msg})") from None
+        return read_json(self.latest_path, RunDirError)
 
     def write_latest(self, **fields: Any) -> None:
         atomic_write_json(self.latest_path, fields)
@@ -116,8 +99,8 @@ class RunDir:
     def summary_or_empty(self) -> dict[str, Any]:
         """analysis/summary.json, or {} when there is none or it is unreadable (for writers about to replace it)."""
         try:
-            return json.loads((self.analysis / "summary.json").read_text())
-        except (OSError, json.JSONDecodeError):
+            return read_json(self.analysis / "summary.json")
+        except (OSError, ValueError):
             return {}
 
     def latest_checkpoint(self) -> Path | None:
