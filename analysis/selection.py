@@ -34,8 +34,8 @@ from analysis.probe import probe_grid
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, as_time
 from aselect_core.model.layer_key import resolve_block
-from aselect_core.train.checkpoint import atomic_write_json
-from aselect_core.train.rundir import RunDir, write_parquet
+from aselect_core.io import atomic_write_json, atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 
 @dataclass
@@ -141,13 +141,17 @@ class HFROptions:
 
 @dataclass(frozen=True)
 class MIOptions:
-    """Label MI I(y; pooled features) of `mi_images` train images with estimator `mi_method`."""
+    """Label MI I(y; pooled features) of `mi_images` train images with estimator `mi_method`, its 95% interval
+    from `mi_subsamples` random halves (`analysis.mi.half_sample_se`; 0 skips it)."""
 
     mi_method: str = "latent"
     mi_images: int = 256
+    mi_subsamples: int = 20
 
     def __post_init__(self) -> None:
         _at_least("mi_images", self.mi_images, 2, "images")
+        if self.mi_subsamples < 0:
+            raise ValueError(f"mi_subsamples: expected an integer >= 0, got {self.mi_subsamples}")
 
 
 def parse_options(method: str, options_type: type, kw: dict[str, Any]) -> Any:
@@ -192,10 +196,12 @@ def mi(ctx: Context) -> Selection:
     opts: MIOptions = ctx.options
     n = ctx.images_for(opts.mi_images)
     bank = ctx.features(ctx.timesteps, n, n_test=0)
-    grid = label_mi_grid(bank.pooled, bank.labels, method=opts.mi_method)
+    grid = label_mi_grid(bank.pooled, bank.labels, method=opts.mi_method, n_subsamples=opts.mi_subsamples,
+                         seed=ctx.seed)
     best = _argbest(grid, "mi_nats")
     return Selection("mi", as_time(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
-                     details={"mi_method": opts.mi_method, "mi_images": n}, grid=grid)
+                     details={"mi_method": opts.mi_method, "mi_images": n, "mi_subsamples": opts.mi_subsamples},
+                     grid=grid)
 
 
 def coarse_to_fine(ctx: Context) -> Selection:
@@ -246,7 +252,7 @@ def oracle_paths(run: RunDir) -> tuple[Path, Path]:
 
 def save_oracle(run: RunDir, sel: Selection) -> None:
     grid_path, info_path = oracle_paths(run)
-    write_parquet(grid_path, sel.grid)
+    atomic_write_parquet(grid_path, sel.grid)
     atomic_write_json(info_path, {"timestep": sel.timestep, "layer": sel.layer, "accuracy": sel.score,
                                   "cost_image_passes": sel.cost_image_passes, "wall_seconds": sel.wall_seconds,
                                   **sel.details})

@@ -428,3 +428,18 @@ def test_run_figures_use_the_run_schedule(run, tmp_path, name):
     fig, _ = build_figure(name, cosine)
     cos = NoiseSchedule("cosine", config["num_timesteps"])
     assert list(fig.layout.xaxis.ticktext) == [TimeAxis(cos).tick(t) for t in TIMESTEPS]
+
+
+def test_curves_draw_each_layer_ci_as_a_band_of_its_colour():
+    probe = probe_frame().assign(accuracy_ci_low=lambda d: d.accuracy - 0.03,
+                                 accuracy_ci_high=lambda d: d.accuracy + 0.02)
+    mi = mi_frame().assign(mi_ci_low=lambda d: d.mi_nats - 0.1, mi_ci_high=lambda d: d.mi_nats + 0.1)
+    for fig, low, high in [(probe_curves(probe)[0], probe.accuracy_ci_low, probe.accuracy_ci_high),
+                           (mi_curves(mi)[0], mi.mi_ci_low, mi.mi_ci_high)]:
+        bands = {t.name: t for t in fig.data if t.fill == "toself"}
+        assert set(bands) == {f"{layer} CI" for layer in LAYERS}
+        lines = {t.name: t for t in fig.data if t.name in LAYERS}
+        assert all(bands[f"{k} CI"].fillcolor == lines[k].line.color for k in LAYERS)
+        y = np.concatenate([t.y for t in bands.values()])
+        assert y.min() == pytest.approx(low.min()) and y.max() == pytest.approx(high.max())
+    assert not [t for t in probe_curves(probe_frame())[0].data if t.fill == "toself"]  # no CI columns: no band

@@ -8,7 +8,7 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from analysis.mi import estimate_mi, estimate_mi_detailed, label_mi_grid, mi_x0_xt
+from analysis.mi import MI_COLUMNS, estimate_mi, estimate_mi_detailed, half_sample_se, label_mi_grid, mi_x0_xt
 from aselect_core.diffusion import NoiseSchedule
 
 
@@ -216,7 +216,29 @@ def test_label_mi_grid_ranks_informative_features():
     noise = np.random.default_rng(9).standard_normal((1000, 2))
     tokens = np.repeat(x[:, None, :], 4, axis=1)  # (n, N=4, D=2): mean-pools back to x
     df = label_mi_grid({(0, "block.1"): x, (0, "block.2"): tokens, (900, "block.1"): noise}, y, method="ksg")
-    assert list(df.columns) == ["timestep", "layer", "mi_nats", "method", "ceiling"]
+    assert list(df.columns) == MI_COLUMNS
+    assert (df.mi_ci_low < df.mi_nats).all() and (df.mi_nats < df.mi_ci_high).all()
+    assert df.mi_ci_low[0] < mixture_mi(means, sd) < df.mi_ci_high[0]  # the 95% interval holds the truth
     assert df.mi_nats[0] == pytest.approx(mixture_mi(means, sd), abs=0.05)
     assert df.mi_nats[1] == df.mi_nats[0]
     assert abs(df.mi_nats[2]) < 0.05
+
+
+@pytest.mark.parametrize("method", ["ksg", "latent"])
+def test_half_sample_se_matches_the_spread_over_independent_samples(method):
+    """Ground truth: the estimator's standard deviation over 40 independent data sets of the same mixture; the
+    half-sampling SE of single data sets (their mean over 4) lands within a factor 1.6 of it."""
+    means, sd = MIXTURES["2-class 1-D overlapping"]
+    spread = np.std([estimate_mi(*mixture(300, means, sd, seed=100 + i), method=method) for i in range(40)],
+                    ddof=1)
+    se = np.mean([half_sample_se(*mixture(300, means, sd, seed=200 + i), method=method, n_subsamples=20, seed=i)
+                  for i in range(4)])
+    assert spread / 1.6 < se < spread * 1.6, (se, spread)
+
+
+def test_half_sample_se_needs_draws_and_enough_images():
+    means, sd = MIXTURES["2-class 1-D separated"]
+    x, y = mixture(100, means, sd, seed=0)
+    assert math.isnan(half_sample_se(x, y, n_subsamples=1)) and math.isnan(half_sample_se(x[:30], y[:30]))
+    df = label_mi_grid({(0, "block.0"): x}, y, method="ksg", n_subsamples=0)
+    assert df.mi_se.isna().all() and df.mi_ci_low.isna().all() and np.isfinite(df.mi_nats).all()

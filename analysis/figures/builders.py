@@ -111,12 +111,17 @@ def dit_cells(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | None
                              ignore_index=True)
 
 
-def _per_layer(plot: Plot, cells: pd.DataFrame, x: str, y: str, **style: Any) -> None:
+def _per_layer(plot: Plot, cells: pd.DataFrame, x: str, y: str, band: tuple[str, str] | None = None,
+               **style: Any) -> None:
+    """One line per layer; with `band` = (low, high) columns, each layer's 95% CI as a band of its colour."""
     layers = ordered(cells.layer)
     keep = list(dict.fromkeys(["timestep", "layer", x, y]))
+    band = band if band and set(band) <= set(cells) and cells[list(band)].notna().all(axis=None) else None
     for layer, color in zip(layers, ordered_colors(len(layers))):
-        plot.line(cells[cells.layer == layer][keep], x, y, str(layer), line_color=color, marker_color=color,
-                  **style)
+        rows = cells[cells.layer == layer]
+        if band:
+            _band(plot, rows[[*keep, *band]], x, *band, f"{layer} CI", color)
+        plot.line(rows[keep], x, y, str(layer), line_color=color, marker_color=color, **style)
 
 
 # -- probes ----------------------------------------------------------------------------------------------------
@@ -156,10 +161,12 @@ def segmentation_heatmap(segmentation: pd.DataFrame, metric: str = "miou", size:
 def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, metric: str = "accuracy",
                  pooling: str | None = None, methods: tuple[str, ...] = ("oracle", "hfr"), size: str = "one",
                  height: int | None = None, time_axis: TimeAxis = TimeAxis()) -> Built:
-    """Probe accuracy vs timestep, one line per layer; raw pixels dashed; the methods' choices marked."""
+    """Probe accuracy vs timestep, one line per layer with its 95% CI band (where the grid has one); raw pixels
+    dashed; the methods' choices marked."""
     cells = dit_cells(probe, metric, pooling)
     plot = Plot(new_figure(size, height))
-    _per_layer(plot, cells, "timestep", metric, mode="lines+markers", marker_size=3, line_width=1)
+    _per_layer(plot, cells, "timestep", metric, (f"{metric}_ci_low", f"{metric}_ci_high"), mode="lines+markers",
+               marker_size=3, line_width=1)
     pixels = probe[probe.layer == PIXELS].dropna(subset=[metric]).sort_values("timestep")
     if len(pixels):
         plot.line(pixels[["timestep", "layer", metric]], "timestep", metric, "raw pixels", mode="lines",
@@ -198,11 +205,13 @@ def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy"
 # -- mutual information ----------------------------------------------------------------------------------------
 def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None,
               time_axis: TimeAxis = TimeAxis()) -> Built:
-    """Label mutual information I(y; pooled features) vs timestep, one line per layer."""
+    """Label mutual information I(y; pooled features) vs timestep, one line per layer with its 95% half-sampling
+    interval as a band (where the grid has one)."""
     require_columns(mi, ["timestep", "layer", "mi_nats"], "mi")
     cells = _finite(mi, ["mi_nats"], "mi").sort_values(["layer", "timestep"], ignore_index=True)
     plot = Plot(new_figure(size, height))
-    _per_layer(plot, cells, "timestep", "mi_nats", mode="lines+markers", marker_size=3, line_width=1)
+    _per_layer(plot, cells, "timestep", "mi_nats", ("mi_ci_low", "mi_ci_high"), mode="lines+markers", marker_size=3,
+               line_width=1)
     method = f" ({mi.method.iloc[0]})" if "method" in mi and mi.method.nunique() == 1 else ""
     plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title=f"I(y; features) [nats]{method}")
     return plot.result()

@@ -21,6 +21,7 @@ from analysis.mi.infonce import infonce_mi
 from analysis.mi.knn import knn_mi
 from analysis.mi.latent import latent_mi
 from analysis.mi.probe import probe_mi
+from analysis.probe import CI_Z
 
 METHODS: dict[str, Callable[..., MIEstimate]] = {
     "ksg": knn_mi, "gaussian": gaussian_mi, "probe": probe_mi, "infonce": infonce_mi, "latent": latent_mi,
@@ -65,9 +66,32 @@ def estimate_mi(x: Any, y: Any, method: str = "ksg", **kw: Any) -> float:
     return estimate_mi_detailed(x, y, method, **kw).value
 
 
+def half_sample_se(x: Any, y: Any, method: str = "ksg", n_subsamples: int = 20, seed: int = 0,
+                   **kw: Any) -> float:
+    """Standard error of `estimate_mi(x, y, method)` by half-sampling: the spread of the estimate over
+    `n_subsamples` random halves of the images, drawn without replacement.
+
+    For a statistic of variance σ²/n, a half drawn without replacement from the n images varies by
+    σ²(2/n − 1/n) = σ²/n given the sample — the full estimate's own variance — so no rescaling is needed. A
+    with-replacement bootstrap would duplicate images, and duplicates put k-NN distances at zero, which biases
+    the k-NN estimators (ksg, latent) that the grid uses."""
+    x, y = prepare(x, y)
+    half = len(x) // 2
+    if n_subsamples < 2 or half < MIN_SAMPLES:
+        return float("nan")
+    rng = np.random.default_rng(seed)
+    draws = [METHODS[method](x[idx], y[idx], **kw).value
+             for idx in (rng.choice(len(x), half, replace=False) for _ in range(n_subsamples))]
+    return float(np.std(draws, ddof=1))
+
+
+MI_COLUMNS = ["timestep", "layer", "mi_nats", "mi_se", "mi_ci_low", "mi_ci_high", "method", "ceiling"]
+
+
 def label_mi_grid(features_by_key: dict[tuple[int, str], Any], labels: Any, method: str = "latent",
-                  **kw: Any) -> pd.DataFrame:
-    """I(y; features) per (timestep, layer) -> DataFrame(timestep, layer, mi_nats, method, ceiling).
+                  n_subsamples: int = 20, seed: int = 0, **kw: Any) -> pd.DataFrame:
+    """I(y; features) per (timestep, layer) -> DataFrame(MI_COLUMNS), with a 95% interval mi ± 1.96 se from
+    `half_sample_se` (NaN with n_subsamples < 2).
 
     Features are (n, D) per key; token features (n, N, D) are mean-pooled over patches first (the probe
     protocol of design.md).
@@ -77,6 +101,8 @@ def label_mi_grid(features_by_key: dict[tuple[int, str], Any], labels: Any, meth
         feats = _as_numpy(feats)
         feats = feats.mean(axis=1) if feats.ndim == 3 else feats  # (n, D)
         est = estimate_mi_detailed(feats, labels, method, **kw)
-        rows.append({"timestep": timestep, "layer": layer, "mi_nats": est.value, "method": method,
+        se = half_sample_se(feats, labels, method, n_subsamples, seed, **kw)
+        rows.append({"timestep": timestep, "layer": layer, "mi_nats": est.value, "mi_se": se,
+                     "mi_ci_low": est.value - CI_Z * se, "mi_ci_high": est.value + CI_Z * se, "method": method,
                      "ceiling": est.ceiling})
-    return pd.DataFrame(rows, columns=["timestep", "layer", "mi_nats", "method", "ceiling"])
+    return pd.DataFrame(rows, columns=MI_COLUMNS)
