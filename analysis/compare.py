@@ -27,9 +27,11 @@ import pandas as pd
 
 from aselect_core.diffusion import as_time
 from aselect_core.train.checkpoint import verify_checkpoint
-from aselect_core.train.rundir import RunDir, RunDirError
+from aselect_core.io import read_json
+from aselect_core.train.rundir import RunDir, RunDirError, artefact_ref
 
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows (analysis.pipeline)
+PROBE, SELECTION, SUMMARY, GENERATION = map(artefact_ref, ("probe", "selection", "summary", "generation"))
 METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy_at_choice", "regret": "regret",
                  "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
@@ -67,17 +69,16 @@ def _curriculum(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
 
 
 def _probe(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
-    grid = _need(rd._read(rd.analysis / "probe.parquet"), ["timestep", "layer", "accuracy"], "analysis/probe.parquet")
+    grid = _need(rd._read(rd.artefact("probe")), ["timestep", "layer", "accuracy"], PROBE)
     dit, pixels = grid[grid.layer != PIXELS], grid[grid.layer == PIXELS]
-    best = _need(dit, ["accuracy"], "analysis/probe.parquet (DiT rows)").loc[dit.accuracy.idxmax()]
+    best = _need(dit, ["accuracy"], f"{PROBE} (DiT rows)").loc[dit.accuracy.idxmax()]
     return {"oracle_timestep": as_time(best.timestep), "oracle_layer": best.layer,
             "oracle_accuracy": float(best.accuracy),
             "pixel_accuracy": float(pixels.accuracy.max()) if len(pixels) else math.nan}
 
 
 def _selection(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
-    sel = _need(rd._read(rd.analysis / "selection.parquet"), ["method", *METHOD_FIELDS.values()],
-                "analysis/selection.parquet").set_index("method")
+    sel = _need(rd._read(rd.artefact("selection")), ["method", *METHOD_FIELDS.values()], SELECTION).set_index("method")
     out = {"oracle_cost_image_passes": float(sel.cost_image_passes["oracle"]) if "oracle" in sel.index else math.nan}
     for m in methods:
         if m in sel.index:
@@ -86,29 +87,23 @@ def _selection(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
 
 
 def _summary(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
-    import json
-
-    path = rd.analysis / "summary.json"
     try:
-        summary = json.loads(path.read_text())
+        summary = read_json(rd.artefact("summary"), RunTableError)
         best = summary["best"]
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise RunTableError(f"analysis/summary.json: expected a JSON object with a 'best' cell ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise RunTableError(f"{SUMMARY}: expected a JSON object with a 'best' cell ({e})") from None
     random_init = summary.get("random_init_baseline") or {}
     return {"oracle_ci_low": best.get("accuracy_ci_low", math.nan), "oracle_ci_high": best.get("accuracy_ci_high",
             math.nan), "random_init_accuracy": random_init.get("best_accuracy", math.nan)}
 
 
 def _generation(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
-    import json
-
-    path = rd.analysis / "generation.json"
+    g = read_json(rd.artefact("generation"), RunTableError)
     try:
-        g = json.loads(path.read_text())
         return {"fd": g["fd"], "fd_floor": g["fd_floor"], "kid": g["kid"]["mean"], "kid_ci_low": g["kid"]["ci_low"],
                 "kid_ci_high": g["kid"]["ci_high"], "classifier_accuracy": g["feature_extractor"]["test_accuracy"]}
-    except (json.JSONDecodeError, KeyError, TypeError) as e:
-        raise RunTableError(f"analysis/generation.json: expected fd, fd_floor, kid and feature_extractor ({e})") from None
+    except (KeyError, TypeError) as e:
+        raise RunTableError(f"{GENERATION}: expected fd, fd_floor, kid and feature_extractor ({e})") from None
 
 
 def _checkpoint(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
@@ -124,13 +119,13 @@ READERS: dict[tuple[str, ...], Callable[[RunDir, Sequence[str]], dict[str, Any]]
     ("metrics.parquet", "latest.json"): _training,
     ("latest.json",): _checkpoint,
     ("curriculum.parquet",): _curriculum,
-    ("analysis/probe.parquet",): _probe,
-    ("analysis/selection.parquet",): _selection,
-    ("analysis/summary.json",): _summary,
-    ("analysis/generation.json",): _generation,
+    (PROBE,): _probe,
+    (SELECTION,): _selection,
+    (SUMMARY,): _summary,
+    (GENERATION,): _generation,
 }
 TRAINING = {("metrics.parquet", "latest.json"), ("latest.json",), ("curriculum.parquet",)}  # a training run's
-OPTIONAL = {("analysis/generation.json",)}  # computed only when asked (aselect analyze --generation N)
+OPTIONAL = {(GENERATION,)}  # computed only when asked (aselect analyze --generation N)
 READ_ERRORS = (RunDirError, RunTableError, KeyError, ValueError, TypeError)  # pyarrow/pandas raise several types
 
 

@@ -180,6 +180,6 @@ def umap_for_run(run: str | Path, layer: int, timesteps: list[int], n_images: in
     points, _ = umap_trajectory({t: bank.pooled[(t, key)][train] for t in bank.timesteps}, bank.labels[train],
                                 random_state=seed, **umap_kw)
     points = points.assign(layer=key)
-    atomic_write_parquet(RunDir(Path(run)).analysis / "umap.parquet", points)
+    atomic_write_parquet(RunDir(Path(run)).artefact("umap"), points)
     report(1.0, "done")
     return points

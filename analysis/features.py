@@ -48,9 +48,9 @@ from tqdm.auto import tqdm
 
 from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
+from aselect_core.io import atomic_write_bytes, atomic_write_json
 from aselect_core.model import MAE, DiT, layer_order, load_model
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
-from aselect_core.io import atomic_write_bytes, atomic_write_json
 from aselect_core.train.rundir import RunDir
 
 CACHE_VERSION = 1
@@ -392,7 +392,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     bf16 = device.startswith("cuda")  # CUDA extraction runs under bf16 autocast; pooled features stay float32
     if bf16:
         key_fields["autocast"] = "bf16"
-    folder = Path(cache_dir) if cache_dir is not None else (src.run.analysis / "features" if src.run else None)
+    folder = Path(cache_dir) if cache_dir is not None else (src.run.artefact("features") if src.run else None)
     stem = folder / cache_key(key_fields) if cache and folder is not None else None
     if stem is not None and (hit := _load_bank(stem)) is not None:
         return hit

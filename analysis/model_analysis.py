@@ -27,10 +27,11 @@ from analysis.probe import pixel_baseline
 from analysis.selection import options_for, select_timestep
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule
+from aselect_core.io import atomic_write_json, atomic_write_parquet
 from aselect_core.model import load_dit
 from aselect_core.model.codec import LatentCodec, load_codec, vae_folder
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
-from aselect_core.io import atomic_write_json, atomic_write_parquet
+from aselect_core.train.rundir import RunDir
 
 MODEL_METHODS = ("oracle", "hfr", "mi")
 
@@ -88,14 +89,14 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
                       ignore_index=True)
     tables = {"probe": probe, "hfr": sels["hfr"].grid, "mi": sels["mi"].grid,
               "selection": pd.DataFrame([s.row() for s in sels.values()])}
-    folder = Path(out) / "analysis"
+    rd = RunDir(Path(out))
     paths = {}
     for name, df in tables.items():
-        paths[name] = folder / f"{name}.parquet"
+        paths[name] = rd.artefact(name)
         atomic_write_parquet(paths[name], df)
-    paths["summary"] = folder / "summary.json"
+    paths["summary"] = rd.artefact("summary")
     atomic_write_json(paths["summary"], summarise(sels, probe, sels["hfr"].grid))
-    paths["model"] = Path(out) / "model.json"
+    paths["model"] = rd.model_info_path
     atomic_write_json(paths["model"], {
         "model": _spec(model, path.resolve()), "name": _spec(model, Path(path.name)), "config": cfg,
         "vae": None if codec is None else {

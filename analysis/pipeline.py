@@ -179,9 +179,9 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         tables["random_init"] = random_init_grid(run, ts, layers, n_images, seed, dataset=data, device=device)
     paths = {}
     for name, df in tables.items():
-        paths[name] = rd.analysis / f"{name}.parquet"
+        paths[name] = rd.artefact(name)
         atomic_write_parquet(paths[name], df)
-    paths["summary"] = rd.analysis / "summary.json"
+    paths["summary"] = rd.artefact("summary")
     summary = summarise(sels, probe, hfr_grid, tables.get("random_init"))
     if "segmentation" not in tasks and "segmentation" in (previous := rd.summary_or_empty()):
         summary["segmentation"] = previous["segmentation"]  # segmentation.parquet stays too: keep its summary
@@ -189,13 +189,13 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     block = LayerKey.parse(sels["oracle"].layer).index
     if embedding:
         umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)
-        paths["umap"] = rd.analysis / "umap.parquet"
+        paths["umap"] = rd.artefact("umap")
     if attribution_images > 0:
         paths["attribution"] = write_run_attributions(run, range(attribution_images), embedding_timesteps(ts), block,
                                                       n_images, seed)
     if generation_samples > 0:
         write_generation(run, n_samples=generation_samples, seed=seed, device=device, progress=progress)
-        paths["generation"] = rd.analysis / "generation.json"
+        paths["generation"] = rd.artefact("generation")
     if "segmentation" in tasks:
         paths.update(segmentation())
     return paths

@@ -33,8 +33,8 @@ from analysis.probe import patch_labels, segmentation_probe
 from analysis.selection import default_timesteps
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import as_time
-from aselect_core.model.layer_key import LayerKey
 from aselect_core.io import atomic_write_bytes, atomic_write_json, atomic_write_parquet
+from aselect_core.model.layer_key import LayerKey
 from aselect_core.train.rundir import RunDir
 
 PIXELS = "pixels"
@@ -189,7 +189,7 @@ def segmentation_summary(rows: pd.DataFrame, ceiling: float | None = None) -> di
 # -- the run's artefacts ----------------------------------------------------------------------------------------
 def artefact_paths(run: RunDir) -> tuple[Path, Path]:
     """(segmentation.parquet, segmentation_masks.npz) of the run."""
-    return run.analysis / "segmentation.parquet", run.analysis / "segmentation_masks.npz"
+    return run.artefact("segmentation"), run.artefact("segmentation_masks")
 
 
 def write_segmentation(run: RunDir, seg: SegmentationGrid) -> dict[str, Path]:
@@ -201,14 +201,14 @@ def write_segmentation(run: RunDir, seg: SegmentationGrid) -> dict[str, Path]:
                         layers=seg.rows.layer.to_numpy(dtype=str), masks=seg.masks,
                         images=seg.images.astype(np.float16))
     atomic_write_bytes(masks_path, buf.getvalue())
-    summary_path = run.analysis / "summary.json"
+    summary_path = run.artefact("summary")
     atomic_write_json(summary_path, {**run.summary_or_empty(), "segmentation": segmentation_summary(seg.rows, seg.patch_ceiling)})
     return {"segmentation": grid_path, "segmentation_masks": masks_path, "summary": summary_path}
 
 
 def run_timesteps(run: RunDir, num_timesteps: int) -> list[int | float]:
     """The timesteps of the run's classification grid (analysis/probe.parquet), else `default_timesteps`."""
-    probe = run.analysis / "probe.parquet"
+    probe = run.artefact("probe")
     if probe.is_file():
         return sorted(pd.read_parquet(probe, columns=["timestep"]).timestep.unique().tolist())
     return default_timesteps(num_timesteps)

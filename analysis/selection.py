@@ -83,7 +83,7 @@ class Context:
 
     @property
     def cache_dir(self) -> Path | None:
-        return self.source.run.analysis / "features" if self.source.run else None
+        return self.source.run.artefact("features") if self.source.run else None
 
     def images_for(self, default: int) -> int:
         """Images for a one-pass method: `default`, capped so that images × timesteps fits the budget."""
@@ -247,7 +247,7 @@ def options_for(methods: list[str] | tuple[str, ...], kw: dict[str, Any]) -> dic
 
 # -- the oracle grid on disk ------------------------------------------------------------------------------------
 def oracle_paths(run: RunDir) -> tuple[Path, Path]:
-    return run.analysis / "oracle.parquet", run.analysis / "oracle.json"
+    return run.artefact("oracle"), run.artefact("oracle_setting")
 
 
 def save_oracle(run: RunDir, sel: Selection) -> None:

@@ -50,7 +50,7 @@ def is_trained(run: Path) -> bool:
 
 
 def is_analysed(run: Path) -> bool:
-    return (RunDir(run).analysis / "summary.json").is_file()
+    return RunDir(run).artefact("summary").is_file()
 
 
 def is_complete(out: Path, plan: str = "full") -> bool:

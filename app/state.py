@@ -21,7 +21,7 @@ from analysis.figures.time_axis import TimeAxis
 from app import choices, jobs
 from app.serve import resolve_runs_root
 from aselect_core.diffusion import make_schedule
-from aselect_core.train.rundir import RunDir, RunInfo
+from aselect_core.train.rundir import RunDir, RunInfo, artefact_ref
 
 ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
@@ -64,11 +64,7 @@ def run_files(run: Path) -> list[Path]:
     """The files a run's summary depends on."""
     rd = RunDir(run)
     return [rd.config_path, rd.model_info_path, rd.metrics_path, rd.latest_path, rd.curriculum_path,
-            *(rd.analysis / f"{n}.{'npz' if n == 'attribution' else 'parquet'}" for n in ANALYSIS_FILES)]
-
-
-def analysis_path(run: Path, name: str) -> Path:
-    return RunDir(run).analysis / f"{name}.{'npz' if name == 'attribution' else 'parquet'}"
+            *(rd.artefact(n) for n in ANALYSIS_FILES)]
 
 
 @st.cache_data(show_spinner=False)
@@ -90,7 +86,7 @@ def _run_row(run: str, key: tuple[float, ...]) -> tuple[dict[str, Any], str | No
             "steps": f"{latest.get('step', 0)}/{info.steps}" if trained else "–",
             "image_passes": summary["image_passes"], "best_probe_accuracy": summary["oracle_accuracy"],
             "status": latest.get("status", "not started") if trained else "analysed",
-            "analyses": ", ".join(n for n in ANALYSIS_FILES if analysis_path(path, n).is_file()) or "none"}, None
+            "analyses": ", ".join(n for n in ANALYSIS_FILES if rd.artefact(n).is_file()) or "none"}, None
 
 
 def list_runs(root: Path | None = None) -> list[Run]:
@@ -108,9 +104,10 @@ def _read_parquet(path: str, key: tuple[float, ...]) -> pd.DataFrame:
 
 
 def table(run: Path, name: str) -> pd.DataFrame | None:
-    """analysis/NAME.parquet of the run (or a run-dir table: metrics, curriculum), None when absent."""
+    """Artefact NAME of the run (or a run-dir table: metrics, curriculum), None when absent."""
     rd = RunDir(run)
-    path = {"metrics": rd.metrics_path, "curriculum": rd.curriculum_path}.get(name, analysis_path(run, name))
+    training = {"metrics": rd.metrics_path, "curriculum": rd.curriculum_path}
+    path = training[name] if name in training else rd.artefact(name)
     return _read_parquet(str(path), stamp(path)) if path.is_file() else None
 
 
@@ -136,7 +133,7 @@ def _time_axis(schedule: tuple) -> TimeAxis:
 
 
 def summary(run: Path) -> dict[str, Any] | None:
-    path = RunDir(run).analysis / "summary.json"
+    path = RunDir(run).artefact("summary")
     return json.loads(path.read_text()) if path.is_file() else None
 
 
@@ -148,7 +145,7 @@ def _attributions(path: str, key: tuple[float, ...]) -> choices.StoredAttributio
 
 def stored_attributions(run: Path) -> choices.StoredAttributions:
     """The run's analysis/attribution.npz (empty when it has none)."""
-    path = analysis_path(run, "attribution")
+    path = RunDir(run).artefact("attribution")
     return _attributions(str(path), stamp(path)) if path.is_file() else choices.StoredAttributions.read(None)
 
 
@@ -161,7 +158,7 @@ def _segmentation_masks(path: str, key: tuple[float, ...]):
 
 def segmentation_masks(run: Path):
     """The run's analysis/segmentation_masks.npz as `analysis.segmentation.StoredMasks`; None when absent."""
-    path = RunDir(run).analysis / "segmentation_masks.npz"
+    path = RunDir(run).artefact("segmentation_masks")
     return _segmentation_masks(str(path), stamp(path)) if path.is_file() else None
 
 
@@ -271,11 +268,11 @@ def job_panel(run: Path, kind: str) -> jobs.JobState | None:
 def require(run: Path, names: tuple[str, ...], what: str, kind: str, launch: Callable[[], list[str]]) -> bool:
     """True when the run has analysis/NAME files for all `names`; else a message naming the missing ones, a button
     that computes them in a background job, and the job's progress."""
-    missing = [n for n in names if not analysis_path(run, n).is_file()]
+    missing = [n for n in names if not RunDir(run).artefact(n).is_file()]
     state = jobs.status(run, kind)
     running = bool(state and state.running)
     if missing:
-        st.info(f"**{what}** needs `{', '.join(f'analysis/{analysis_path(run, n).name}' for n in missing)}`, "
+        st.info(f"**{what}** needs `{', '.join(map(artefact_ref, missing))}`, "
                 f"which `{run.name}` does not have yet.")
         if not running and st.button(f"Compute {what.lower()}", key=f"compute_{kind}", type="primary"):
             jobs.start(run, kind, launch())

@@ -9,6 +9,7 @@ import pytest
 
 from analysis.compare import compare_runs, pareto_front
 from aselect_core.io import atomic_write_parquet
+from aselect_core.train.rundir import ARTEFACTS, RunDir, artefact_ref
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
@@ -119,3 +120,11 @@ def test_pareto_front_flags():
     assert pareto_front(df, by=None).tolist() == [True, True, False, False, False, False, False]
     with pytest.raises(ValueError, match="df: expected a column 'cost'"):
         pareto_front(df, x="cost")
+
+
+def test_run_dir_resolves_every_artefact_by_name(tmp_path):
+    rd = RunDir(tmp_path)
+    assert rd.artefact("probe") == tmp_path / "analysis" / "probe.parquet"
+    assert artefact_ref("attribution") == "analysis/attribution.npz" and len(set(ARTEFACTS.values())) == len(ARTEFACTS)
+    with pytest.raises(ValueError, match="artefact: expected one of probe, random_init, .*, got 'prob'"):
+        rd.artefact("prob")

@@ -26,12 +26,11 @@ from analysis.figures.builders import (Built, attribution_grid, class_curriculum
 from analysis.figures.export import check_formats, export_figure, export_session
 from analysis.figures.time_axis import run_time_axis
 from analysis.seed_table import load_seed_table, to_latex
-from aselect_core.train.rundir import RunDir, RunDirError
+from aselect_core.train.rundir import RunDir, RunDirError, artefact_ref
 
 log = logging.getLogger(__name__)
 
-PROBE, SELECTION = "analysis/probe.parquet", "analysis/selection.parquet"
-ATTRIBUTION = "analysis/attribution.npz"
+PROBE, SELECTION, ATTRIBUTION = map(artefact_ref, ("probe", "selection", "attribution"))
 
 
 @dataclass(frozen=True)
@@ -51,21 +50,21 @@ FIGURES: dict[str, FigureSpec] = {
                                 timed=True),
     "probe_curves": FigureSpec(probe_curves, {"probe": PROBE}, {"selection": SELECTION},
                                about="accuracy vs t per layer, pixels dashed, oracle/HFR choices marked", timed=True),
-    "segmentation_heatmap": FigureSpec(segmentation_heatmap, {"segmentation": "analysis/segmentation.parquet"},
+    "segmentation_heatmap": FigureSpec(segmentation_heatmap, {"segmentation": artefact_ref("segmentation")},
                                        about="segmentation probe mIoU, timestep × layer, best cell and pixels",
                                        timed=True),
-    "hfr_vs_accuracy": FigureSpec(hfr_scatter, {"probe": PROBE, "hfr": "analysis/hfr.parquet"},
+    "hfr_vs_accuracy": FigureSpec(hfr_scatter, {"probe": PROBE, "hfr": artefact_ref("hfr")},
                                   about="HFR vs accuracy per cell, Spearman ρ"),
-    "mi_label": FigureSpec(mi_curves, {"mi": "analysis/mi.parquet"}, about="I(y; features) vs t per layer",
+    "mi_label": FigureSpec(mi_curves, {"mi": artefact_ref("mi")}, about="I(y; features) vs t per layer",
                            timed=True),
-    "mi_x0_xt": FigureSpec(immse_curve, {"immse": "analysis/immse.parquet"}, about="I(x0; x_t) by I-MMSE",
+    "mi_x0_xt": FigureSpec(immse_curve, {"immse": artefact_ref("immse")}, about="I(x0; x_t) by I-MMSE",
                            timed=True),
     "curriculum": FigureSpec(curriculum_heatmap, {"curriculum": "curriculum.parquet"},
                              about="p(t) over training and its effective timesteps"),
     "curriculum_classes": FigureSpec(class_curriculum_heatmap, {"classes": "curriculum_classes.parquet"},
                                      about="per-class p(t | y) at the last snapshot"),
     "loss_by_bin": FigureSpec(loss_by_bin, {"metrics": "metrics.parquet"}, about="loss per t bin over training"),
-    "umap": FigureSpec(umap_grid, {"points": "analysis/umap.parquet"}, about="UMAP per timestep by label"),
+    "umap": FigureSpec(umap_grid, {"points": artefact_ref("umap")}, about="UMAP per timestep by label"),
     "attribution": FigureSpec(attribution_grid, {"attributions": f"{ATTRIBUTION}:attributions",
                                                  "timesteps": f"{ATTRIBUTION}:timesteps"},
                               {"images": f"{ATTRIBUTION}:images"}, about="attribution maps, image × t"),

@@ -47,5 +47,5 @@ def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, s
 def write_generation(run: str | Path, **options: Any) -> dict[str, Any]:
     """generation_scores(run, **options) written atomically to RUN/analysis/generation.json."""
     scores = generation_scores(run, **options)
-    atomic_write_json(RunDir(Path(run)).analysis / "generation.json", scores)
+    atomic_write_json(RunDir(Path(run)).artefact("generation"), scores)
     return scores

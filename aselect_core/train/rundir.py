@@ -23,6 +23,28 @@ class RunDirError(ValueError):
     """A run dir that is missing or malformed; the message names the file."""
 
 
+# Every file the analyses write under RUN/analysis/, by name: the one place a path is spelled. `RunDir.artefact(name)`
+# resolves one; `artefact_ref(name)` is its path relative to the run dir ("analysis/probe.parquet").
+ARTEFACTS: dict[str, str] = {
+    "probe": "probe.parquet",  # the oracle grid: accuracy (+ CI) per (timestep, layer), pixel rows
+    "random_init": "random_init.parquet",  # the same grid on the untrained DiT of the run's architecture
+    "hfr": "hfr.parquet", "mi": "mi.parquet", "immse": "immse.parquet",
+    "selection": "selection.parquet",  # one row per selection method: its (t, layer), regret, cost
+    "summary": "summary.json",  # the run's answer: best cell, baselines, selections, segmentation
+    "oracle": "oracle.parquet", "oracle_setting": "oracle.json",  # the oracle grid other methods are scored on
+    "umap": "umap.parquet", "attribution": "attribution.npz",
+    "segmentation": "segmentation.parquet", "segmentation_masks": "segmentation_masks.npz",
+    "generation": "generation.json", "features": "features",  # features/: the cached feature banks
+}
+
+
+def artefact_ref(name: str) -> str:
+    """Artefact `name`'s path relative to a run dir; a one-line ValueError listing the names otherwise."""
+    if name not in ARTEFACTS:
+        raise ValueError(f"artefact: expected one of {', '.join(ARTEFACTS)}, got {name!r}")
+    return f"analysis/{ARTEFACTS[name]}"
+
+
 @dataclass(frozen=True)
 class RunInfo:
     """What a run dir's analyses were computed on: its data, model, training policy and steps (None for a model
@@ -56,6 +78,10 @@ class RunDir:
     latest_path = property(lambda self: self.path / "latest.json")
     log_path = property(lambda self: self.path / "train.log")
     analysis = property(lambda self: self.path / "analysis")
+
+    def artefact(self, name: str) -> Path:
+        """The path of analysis artefact `name` (`ARTEFACTS`) in this run dir."""
+        return self.path / artefact_ref(name)
 
     def is_run(self) -> bool:
         return self.config_path.is_file()
@@ -99,7 +125,7 @@ class RunDir:
     def summary_or_empty(self) -> dict[str, Any]:
         """analysis/summary.json, or {} when there is none or it is unreadable (for writers about to replace it)."""
         try:
-            return read_json(self.analysis / "summary.json")
+            return read_json(self.artefact("summary"))
         except (OSError, ValueError):
             return {}
 
