@@ -48,7 +48,7 @@ from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model.layer_key import LayerKey, resolve_block
 from aselect_core.policies import make_policy
 from aselect_core.io import atomic_write_bytes
-from aselect_core.train.checkpoint import load_checkpoint, unprefixed
+from aselect_core.train.transfer import policy_arguments, selector_state
 from aselect_core.train.rundir import RunDir
 
 BRANCHES = ("attn", "mlp")  # DiTBlock submodules whose outputs block_attribution hooks
@@ -266,7 +266,7 @@ def write_run_attributions(run: str | Path, images: Sequence[int], timesteps: Se
     buf = io.BytesIO()
     np.savez(buf, attributions=maps, timesteps=np.asarray(list(timesteps)), images=x0, targets=targets,
              layer=np.asarray(layer))
-    path = RunDir(Path(run)).analysis / "attribution.npz"
+    path = RunDir(Path(run)).artefact("attribution")
     atomic_write_bytes(path, buf.getvalue())
     return path
 
@@ -372,16 +372,7 @@ def selector_attribution(selector_net: nn.Module, x0: Tensor, which: str | int =
 
 def load_selector(run: str | Path) -> nn.Module:
     """The learned policy's selector network g_φ at the run's latest checkpoint (rank 0's copy)."""
-    rd = RunDir(Path(run))
-    config = rd.config()
-    if config.policy != "learned":
-        raise ValueError(f"run: {rd.path} trained with policy {config.policy!r}; a selector needs policy 'learned'")
-    checkpoint = rd.latest_checkpoint()
-    if checkpoint is None:
-        raise ValueError(f"run: {rd.path} has no checkpoint yet (latest.json missing)")
-    tensors, _ = load_checkpoint(checkpoint)
-    policy = make_policy("learned", num_timesteps=config.num_timesteps, **config.policy_kwargs)
-    policy.load_state_dict(unprefixed("policy.0", tensors))
-    if policy.net is None:
-        raise ValueError(f"run: {checkpoint} holds no selector network (saved before the first batch)")
+    config = RunDir(Path(run)).config()
+    policy = make_policy("learned", num_timesteps=config.num_timesteps, **policy_arguments(config.policy_kwargs))
+    policy.load_state_dict(selector_state(run))
     return policy.net.eval()

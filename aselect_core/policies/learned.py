@@ -112,7 +112,8 @@ class LearnedPolicy(TimestepPolicy):
                  bins: int = 50, mode: str = "concentrated", update_every: int = 4, lr: float = 1e-3,
                  target_effective: float | None = None, trivial_weight: float = 1.0, budget_weight: float = 1.0,
                  margin: int | None = None, hidden: int = 32, temperature: float = 0.1, uniform_prob: float = 0.01,
-                 baseline_decay: float = 0.9, marginal_decay: float = 0.95, selector_seed: int = 0):
+                 baseline_decay: float = 0.9, marginal_decay: float = 0.95, selector_seed: int = 0,
+                 freeze_selector: bool = False):
         super().__init__(num_timesteps, seed, schedule)
         T = num_timesteps
         target_effective = T / 10 if target_effective is None else target_effective  # 100 of 1000: the seed's ~80
@@ -132,10 +133,12 @@ class LearnedPolicy(TimestepPolicy):
         _check(0 <= baseline_decay < 1, "baseline_decay", "a number in [0, 1)", baseline_decay)
         _check(0 <= marginal_decay < 1, "marginal_decay", "a number in [0, 1)", marginal_decay)
         _check(_is_int(selector_seed), "selector_seed", "an integer", selector_seed)
+        _check(isinstance(freeze_selector, bool), "freeze_selector", "true or false", freeze_selector)
         self.bins, self.mode, self.update_every, self.lr = bins, mode, update_every, lr
         self.target_effective, self.trivial_weight, self.budget_weight = target_effective, trivial_weight, budget_weight
         self.margin, self.hidden, self.temperature, self.uniform_prob = margin, hidden, temperature, uniform_prob
         self.baseline_decay, self.marginal_decay, self.selector_seed = baseline_decay, marginal_decay, selector_seed
+        self.freeze_selector = freeze_selector  # a transferred g_φ kept fixed: no updates, no reward passes
 
         edges = torch.linspace(0, T, bins + 1, dtype=torch.float64).round().long()  # (K+1,)
         self.bin_lo, self.bin_size = edges[:-1], edges.diff()  # (K,), (K,) int64
@@ -197,11 +200,12 @@ class LearnedPolicy(TimestepPolicy):
 
     # -- learning ---------------------------------------------------------------------------------------------
     def observe(self, feedback: Feedback) -> dict[str, float]:
-        """Track p̄(t) (every step) and, every `update_every` steps, take one selector step (2·B image-passes)."""
+        """Track p̄(t) (every step) and, every `update_every` steps, take one selector step (2·B image-passes);
+        a frozen selector only tracks."""
         x0, t = feedback.x0, feedback.t.detach().long()
         if t.shape != (len(x0),):
             raise ValueError(f"feedback.t: expected shape ({len(x0)},) like feedback.x0's batch, got {tuple(t.shape)}")
-        update = feedback.step % self.update_every == 0
+        update = feedback.step % self.update_every == 0 and not self.freeze_selector
         if update and feedback.features is None:
             raise ValueError("feedback.features: the learned policy needs the pooled-DiT-feature callable, got None")
         with torch.set_grad_enabled(update):
@@ -296,6 +300,22 @@ class LearnedPolicy(TimestepPolicy):
         if moments:
             optimizer.load_state_dict({"state": moments, "param_groups": optimizer.state_dict()["param_groups"]})
         return net, optimizer
+
+    def adopt_selector(self, state: dict[str, Tensor]) -> tuple[int, ...]:
+        """Start from the selector g_φ stored in another learned policy's `state_dict()` (selector transfer): its
+        network weights, a fresh Adam and fresh marginals; returns the image shape it was built for. Refused
+        (one line, nothing changed) when that state has no network or another bin count or width."""
+        if "image_shape" not in state:
+            raise ValueError("selector state: holds no selector network (saved before the first batch)")
+        if int(state["bins"]) != self.bins:
+            raise ValueError(f"selector state: bins expected {self.bins}, got {int(state['bins'])}")
+        head = state.get("net.head.weight")
+        if head is not None and head.shape[1] != self.hidden:
+            raise ValueError(f"selector state: hidden expected {self.hidden}, got {head.shape[1]}")
+        net, _ = self._network_from({k: v for k, v in state.items() if not k.startswith("optim.")})
+        self.net, self.optimizer = net, torch.optim.Adam(net.parameters(), lr=self.lr)
+        self.image_shape = tuple(int(v) for v in state["image_shape"])
+        return self.image_shape
 
     def load_state_dict(self, state: dict[str, Tensor]) -> None:
         """Restore `state_dict()`; a stored network is rebuilt from its `image_shape` even if this one is unbuilt.

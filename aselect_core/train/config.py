@@ -17,6 +17,7 @@ class ConfigError(ValueError):
     """A bad training configuration; the message names the field and what was expected."""
 
 
+SELECTOR_FROM = "selector_from"  # policy kwarg: the run whose selector a learned run starts from (train.transfer)
 # fields added after runs were first written, hashed only when they differ from their default, so the
 # hash of every existing run (and so its resume) is unchanged
 HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise"}
@@ -71,6 +72,9 @@ class TrainConfig:
         if not self.conditional and self.class_dropout_prob <= 0:
             raise ConfigError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
         self._check_objective()
+        if SELECTOR_FROM in self.policy_kwargs and self.policy != "learned":
+            raise ConfigError(f"config field 'policy_kwargs.{SELECTOR_FROM}': only the learned policy has a selector "
+                              f"to start from, got policy {self.policy!r}")
 
     def _check_objective(self) -> None:
         """The objective exists, and the policy and conditioning are ones it can train with."""

@@ -26,13 +26,14 @@ from tqdm.auto import tqdm
 
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
+from aselect_core.io import atomic_write_parquet
 from aselect_core.policies import Feedback, TimestepPolicy, effective_timesteps, make_policy
 from aselect_core.train import checkpoint as ck
+from aselect_core.train import transfer
 from aselect_core.train.config import TrainConfig
 from aselect_core.train.objectives import OBJECTIVES
 from aselect_core.train.distributed import (DistContext, all_gather_cat, all_gather_objects, any_across, barrier,
                                             cleanup, init_distributed, mean_across, sharded_features)
-from aselect_core.io import atomic_write_parquet
 from aselect_core.train.rundir import RunDir
 
 
@@ -142,7 +143,12 @@ class Trainer:
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
         self.schedule = NoiseSchedule(config.schedule, config.num_timesteps)
         self.policy = make_policy(config.policy, num_timesteps=config.num_timesteps,
-                                  seed=config.seed * 1000 + ctx.rank, schedule=self.schedule, **config.policy_kwargs)
+                                  seed=config.seed * 1000 + ctx.rank, schedule=self.schedule,
+                                  **transfer.policy_arguments(config.policy_kwargs))
+        source = config.policy_kwargs.get(transfer.SOURCE_KEY)
+        if source is not None:  # a fresh start takes the other run's selector; a resume then restores its own
+            shape = self.policy.adopt_selector(transfer.selector_state(source))
+            transfer.check_image_shape(source, shape, tuple(self.images.shape[1:]))
         self.optimizer = torch.optim.AdamW(self.model.parameters(), lr=config.lr, weight_decay=config.weight_decay)
         self.bins = loss_bin_columns(config)
         self.state = TrainState()
