@@ -21,7 +21,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
         "--disable-sync", "--no-first-run"]
 # page url path -> what it draws once its results are shown ("" is Home / Runs)
 PAGES = {"": "[data-testid=stDataFrame]", **dict.fromkeys(
-    ["Timestep_explorer", "Curricula", "Embeddings", "Attributions", "Compare", "Figures"], ".js-plotly-plot")}
+    ["Timestep_explorer", "Curricula", "Embeddings", "Attributions", "Compare", "Figures"], ".js-plotly-plot"),
+    "Generation": "[data-testid=stImage] img"}
 RUNNING = "[data-testid=stStatusWidget]"  # Streamlit's "Running..." badge, present while the script runs
 TIMEOUT_MS = 90_000
 STALE = "data-aselect-stale"  # marks charts drawn before a navigation

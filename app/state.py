@@ -23,7 +23,7 @@ from app.serve import resolve_runs_root
 from aselect_core.diffusion import make_schedule
 from aselect_core.train.rundir import RunDir, RunInfo, artefact_ref
 
-ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation")
+ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation", "generation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
 SEED_TABLE_ENV = "ASELECT_SEED_TABLE"
 EXPLORER = "pages/1_Timestep_explorer.py"
@@ -321,3 +321,34 @@ def progress_bar(text: str) -> Callable[[float, str], None]:
     """A st.progress bar as a (fraction, message) callback."""
     bar = st.progress(0.0, text=text)
     return lambda fraction, message: bar.progress(fraction, text=f"{text}: {message}")
+
+
+@st.cache_data(show_spinner="Sampling…", max_entries=32)
+def samples(run: str, key: tuple[float, ...], n: int, steps: int, sampler: str, seed: int, cfg_scale: float,
+            label: int | None) -> np.ndarray:
+    """A (rows·H, cols·W, C) uint8 grid of n samples of the run's latest EMA DiT (`analysis.generation.sample`),
+    cached per checkpoint (`key`) and settings: the same settings give the same images."""
+    from analysis.generation import load_generator, sample
+    from analysis.generation.sampling import image_grid
+
+    gen = load_generator(run)
+    images = sample(gen.model, n, steps, sampler, gen.schedule, label, cfg_scale, seed)  # (n, C, H, W)
+    return image_grid(images)
+
+
+def generation_scores(run: Path) -> dict[str, Any] | None:
+    """The run's analysis/generation.json (`aselect analyze --generation N`), None when absent."""
+    path = RunDir(run).artefact("generation")
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+@st.cache_data(show_spinner=False)
+def _comparison(paths: tuple[str, ...], key: tuple[float, ...]) -> pd.DataFrame:
+    from analysis.compare import compare_runs
+
+    return compare_runs(list(paths))
+
+
+def comparison(runs: list[Path]) -> pd.DataFrame:
+    """`analysis.compare.compare_runs` of the runs, cached until any of their files changes."""
+    return _comparison(tuple(map(str, runs)), stamp(*(f for r in runs for f in run_files(r))))

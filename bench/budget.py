@@ -24,8 +24,8 @@ QUICK = {"budget": 3 * 16 * 8, "batch_size": 16, "image_size": 16, "probe_images
 
 def counted_passes(policy: str, kwargs: dict, batch_size: int, steps: int) -> int:
     """Image-passes the trainer counts for `steps` steps: 3·B per step, plus 2·B per selector update of `learned`
-    (it updates at steps 0, u, 2u, ...)."""
-    updates = -(-steps // kwargs["update_every"]) if policy == "learned" else 0
+    (it updates at steps 0, u, 2u, ...; a frozen, transferred selector never does)."""
+    updates = -(-steps // kwargs["update_every"]) if policy == "learned" and not kwargs.get("freeze_selector") else 0
     return 3 * batch_size * steps + 2 * batch_size * updates
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import json
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -70,7 +71,8 @@ def charts(at: AppTest) -> list[dict]:
 
 
 def test_every_page_is_tested():
-    assert set(PAGES) == {"runs", "timestep_explorer", "curricula", "embeddings", "attributions", "compare", "figures"}
+    assert set(PAGES) == {"runs", "timestep_explorer", "curricula", "embeddings", "attributions", "compare", "figures",
+                          "generation"}
 
 
 def test_runs_lists_runs_and_broken_ones(app):
@@ -223,3 +225,22 @@ def test_job_progress_failure_and_cancel(tmp_path):
     wait_until(lambda: not jobs.status(run, "analyze").running)
     state = jobs.status(run, "analyze")
     assert state.returncode == 3 and "4/10" in state.tail and not jobs.cancel(run, "analyze")
+
+
+def test_generation_samples_by_seed_then_shows_scores_and_the_tradeoff(root, tmp_path, monkeypatch):
+    """Samples on first sight (same seed, same images); with generation.json its scores and the trade-off plot."""
+    from analysis.generation import write_generation
+
+    gen_root = tmp_path / "runs"
+    shutil.copytree(root / "a", gen_root / "a")
+    run = page_runner(gen_root, monkeypatch)
+    at = run("generation")
+    assert len(at.get("image")) == 1 and any("generation.json" in i.value for i in at.info)
+    first = at.get("image")[0].proto.imgs[0].url
+    assert run("generation").get("image")[0].proto.imgs[0].url == first  # deterministic: same seed, same grid
+    at.number_input[0].set_value(1).run()
+    assert at.get("image")[0].proto.imgs[0].url != first
+    scores = write_generation(gen_root / "a", n_samples=40, steps=5, classifier_epochs=1)
+    at = run("generation")
+    fd = next(m for m in at.metric if m.label == "Fréchet distance")
+    assert fd.value == f"{scores['fd']:.2f}" and len(charts(at)) == 1  # the trade-off plot of the one scored run

@@ -18,7 +18,7 @@ from analysis.figures import (FIGURES, FONT, OKABE_ITO, WIDTHS, attribution_grid
                               class_curriculum_heatmap, comparison_table, curriculum_heatmap, export_figure,
                               export_session, find_browser, hfr_scatter, immse_curve, loss_by_bin, mi_curves,
                               missing_inputs, policy_marginals, policy_pareto, probe_curves, probe_heatmap,
-                              seed_table_dots, umap_grid, write_figures)
+                              representation_vs_generation, seed_table_dots, umap_grid, write_figures)
 from analysis.compare import pareto_front
 from analysis.figures.export import RASTER_SCALE
 from analysis.figures.time_axis import MAX_TICKS, TimeAxis
@@ -240,6 +240,17 @@ def test_policy_pareto_draws_the_compare_front():
     assert fronts == {"Pareto front · digits": [100.0, 200.0], "Pareto front · mnist5k": [100.0, 120.0]}
     drawn = data[data.series.str.startswith("Pareto front")].run.tolist()
     assert drawn == df[pareto_front(df)].run.tolist() == ["a", "b", "e", "f"]  # c, d: costlier and less accurate
+
+
+def test_representation_vs_generation_fronts_low_fd_and_high_accuracy():
+    df = comparison_frame()
+    df = df.assign(fd=df.image_passes / 10.0)  # here FD ranks the runs as cost does
+    fig, data = representation_vs_generation(df)
+    assert "Fréchet distance" in fig.layout.xaxis.title.text and set(data.fd.dropna()) <= set(df.fd)
+    drawn = data[data.series.str.startswith("Pareto front")].run.tolist()
+    assert drawn == df[pareto_front(df, "fd")].run.tolist() == ["a", "b", "e", "f"]
+    with pytest.raises(ValueError, match="comparison: no rows with finite oracle_accuracy, fd"):
+        representation_vs_generation(df.assign(fd=np.nan))
 
 
 def test_policy_marginals_are_densities_on_one_axis():

@@ -308,9 +308,10 @@ def loss_by_bin(metrics: pd.DataFrame, window: int | None = None, size: str = "o
 
 
 def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", cost: str = "image_passes",
-                  size: str = "one", height: int | None = None) -> Built:
-    """Accuracy vs counted training cost of `analysis.compare.compare_runs` rows, one marker per policy × dataset,
-    each dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
+                  size: str = "one", height: int | None = None,
+                  cost_title: str = "training cost [image-passes]") -> Built:
+    """Accuracy vs counted training cost (or any lower-is-better `cost`) of `analysis.compare.compare_runs` rows,
+    one marker per policy × dataset, each dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
     require_columns(comparison, ["policy", "dataset", accuracy, cost], "comparison")
     rows = _finite(comparison, [accuracy, cost], "comparison")
     on_front = pareto_front(rows, cost, accuracy)
@@ -330,9 +331,18 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
             if len(group):
                 plot.line(group[keep], cost, accuracy, f"{policy} · {dataset}", mode="markers",
                           marker=dict(color=color[policy], symbol=symbol[dataset], size=7))
-    plot.fig.update_layout(xaxis_title="training cost [image-passes]", yaxis_title=accuracy.replace("_", " "),
+    plot.fig.update_layout(xaxis_title=cost_title, yaxis_title=accuracy.replace("_", " "),
                            legend_entrywidth=0.5)  # "policy · dataset" entries are long: two per row
     return plot.result()
+
+
+def representation_vs_generation(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", size: str = "one",
+                                 height: int | None = None) -> Built:
+    """The seed's task-interference question per run: probe accuracy (representation) vs the Fréchet distance of
+    its samples to test images (generation, `analysis.generation`; domain-classifier features, not Inception
+    FID), one marker per policy × dataset, each dataset's front of runs no other beats on both dotted."""
+    return policy_pareto(comparison, accuracy, "fd", size, height,
+                         cost_title="Fréchet distance to test images (domain-classifier features; lower is better)")
 
 
 def _band(plot: Plot, rows: pd.DataFrame, x: str, low: str, high: str, name: str, color: str) -> None:

@@ -21,8 +21,8 @@ from tqdm.auto import tqdm
 from analysis.compare import compare_runs, pareto_front, write_table
 from analysis.figures.builders import (Built, attribution_grid, class_curriculum_heatmap, curriculum_heatmap,
                                        hfr_scatter, immse_curve, loss_by_bin, mi_curves, policy_marginals,
-                                       policy_pareto, probe_curves, probe_heatmap, seed_table_dots,
-                                       segmentation_heatmap, umap_grid)
+                                       policy_pareto, probe_curves, probe_heatmap, representation_vs_generation,
+                                       seed_table_dots, segmentation_heatmap, umap_grid)
 from analysis.figures.export import check_formats, export_figure, export_session
 from analysis.figures.time_axis import run_time_axis
 from analysis.seed_table import load_seed_table, to_latex
@@ -194,6 +194,8 @@ def write_figures(runs: Sequence[str | Path], out: str | Path, formats: Sequence
         if runs:
             comparison = comparison_table(runs)
             emit(lambda: policy_pareto(comparison), out, "policy_pareto", "policy_pareto")
+            emit(lambda: representation_vs_generation(comparison), out, "representation_vs_generation",
+                 "representation_vs_generation")  # skipped (logged) until some run has analysis/generation.json
             emit(lambda: policy_marginals(run_curricula(runs)), out, "policy_curricula", "policy_curricula")
             written += write_comparison(comparison, out)
         if table is not None:

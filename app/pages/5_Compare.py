@@ -5,7 +5,7 @@ from pathlib import Path
 
 import streamlit as st
 
-from analysis.compare import compare_runs, pareto_front
+from analysis.compare import pareto_front
 from analysis.figures import policy_pareto, seed_table_dots
 from analysis.seed_table import load_seed_table, to_latex
 from app import state
@@ -19,11 +19,6 @@ state.page("Compare", "One row per run (`analysis.compare.compare_runs`): policy
 
 
 @st.cache_data(show_spinner=False)
-def comparison(paths: tuple[str, ...], key: tuple[float, ...]):
-    return compare_runs(list(paths))
-
-
-@st.cache_data(show_spinner=False)
 def seed_table(path: str, key: tuple[float, ...]):
     return load_seed_table(path)
 
@@ -33,7 +28,7 @@ def runs_section() -> None:
     if not runs:
         st.info(f"No run dirs under `{state.runs_root()}`.")
         return
-    table = comparison(tuple(map(str, runs)), state.stamp(*(f for r in runs for f in state.run_files(r))))
+    table = state.comparison(runs)
     accuracy = st.radio("accuracy", list(ACCURACY), horizontal=True, format_func=ACCURACY.get)
     datasets = sorted(table.dataset.dropna().unique())
     chosen = st.multiselect("datasets", datasets, default=datasets)
