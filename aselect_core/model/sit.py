@@ -26,8 +26,8 @@ from pathlib import Path
 from typing import Any
 
 from aselect_core.diffusion import FLOW_PATHS, FlowSchedule
-from aselect_core.model.dit import DiT
 from aselect_core.io import CheckpointError
+from aselect_core.model.dit import DiT
 from aselect_core.model.load import checkpoint_format, load_dit, torch_load
 
 SIT_PATH_TYPES = {"Linear": "sit-linear", "GVP": "sit-gvp", "VP": "sit-vp"}  # train.py --path-type -> kind
