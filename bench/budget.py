@@ -38,13 +38,16 @@ def steps_within(budget: int, policy: str, kwargs: dict, batch_size: int) -> int
 
 
 def train_at_budget(data: str, policy: str, kwargs: dict, seed: int, args: argparse.Namespace,
-                    objective: str = "denoise", key: str | None = None) -> Path:
-    """Train `policy` on `data` for as many steps as fit `args.budget`; returns the run dir (resumed if there)."""
+                    objective: str = "denoise", key: str | None = None, conditional: bool = False) -> Path:
+    """Train `policy` on `data` for as many steps as fit `args.budget` (class-conditionally, with label dropout,
+    when `conditional`); returns the run dir (resumed if there)."""
     steps = steps_within(args.budget, policy, kwargs, args.batch_size)
+    key = (key or policy) + ("-cond" if conditional else "")
     config = TrainConfig(data=data, model=args.model, objective=objective, policy=policy, policy_kwargs=kwargs,
+                         conditional=conditional,
                          steps=steps, batch_size=args.batch_size, lr=args.lr, seed=seed, image_size=args.image_size,
                          checkpoint_every=steps, keep_last=1, curriculum_every=max(1, steps // 20),
-                         out=str(args.runs / data / f"{key or policy}-s{seed}-b{args.batch_size}-p{args.budget}"),
+                         out=str(args.runs / data / f"{key}-s{seed}-b{args.batch_size}-p{args.budget}"),
                          resume=True, device=args.device)
     return train(config, progress=not args.quiet)
 
