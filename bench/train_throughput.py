@@ -1,21 +1,35 @@
 """Training and feature-extraction throughput of small DiTs, as a fraction of this machine's matmul speed.
 
 Prints img/s, achieved GFLOP/s (FLOPs counted by torch's FlopCounterMode on one step) and the model FLOP
-utilisation: achieved / float32 matmul GFLOP/s measured in the same run. Usage:
+utilisation: achieved / float32 matmul GFLOP/s measured in the same run. `--versus-reference` instead times the
+project's DiT against an independent implementation in the official key set (`bench/reference_dit.py`) with the
+same weights loaded into both (outputs checked equal first), in interleaved rounds, and prints the speed ratio
+per mode (train step, feature extraction through every block) and config (`SIDE_BY_SIDE`). Usage:
 
     python bench/train_throughput.py [--configs DiT-T/4 DiT-S/4] [--batch-size 128] [--steps 10] [--profile]
+    python bench/train_throughput.py --versus-reference [--rounds 7] [--batch-size 64]
 """
 from __future__ import annotations
 
 import argparse
+import statistics
+import sys
 import time
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
 from torch.utils.flop_counter import FlopCounterMode
 
-from aselect_core.diffusion import NoiseSchedule
-from aselect_core.model import build_dit
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
+
+from aselect_core.diffusion import NoiseSchedule  # noqa: E402
+from aselect_core.model import build_dit  # noqa: E402
+from bench.reference_dit import ReferenceDiT  # noqa: E402
+
+# name -> (DiT config, input size, in channels): pixel configs and a latent-shaped one (4 channels, as a VAE's)
+SIDE_BY_SIDE = {"DiT-T/2 @16px": ("DiT-T/2", 16, 3), "DiT-S/4 @32px": ("DiT-S/4", 32, 3),
+                "DiT-B/2 @32 latent": ("DiT-B/2", 32, 4)}
 
 
 def matmul_gflops(n: int = 2048, repeats: int = 10) -> float:
@@ -66,6 +80,75 @@ def measure(step, steps: int) -> tuple[float, float]:
     return counter.get_total_flops(), times[len(times) // 2]
 
 
+def paired_models(name: str, size: int, channels: int) -> tuple[torch.nn.Module, ReferenceDiT]:
+    """The project's DiT (random weights, adaLN perturbed so no block is the identity) and the reference with the
+    same state dict; refuses to go on unless both give the same output."""
+    ours = build_dit(name, input_size=size, in_channels=channels, num_classes=10)
+    for p in ours.parameters():
+        p.data.add_(0.02 * torch.randn_like(p))
+    c = ours.config
+    ref = ReferenceDiT(size, c["patch_size"], channels, c["hidden_size"], c["depth"], c["num_heads"], 10)
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x, t, y = torch.randn(4, channels, size, size), torch.tensor([0, 10, 500, 999]), torch.full((4,), 10)
+    with torch.no_grad():
+        gap = (ours(x, t, y) - ref(x, t, y)).abs().max().item()
+    if gap > 1e-4:
+        raise SystemExit(f"{name}: the two implementations differ by {gap:.2e} on the same weights")
+    return ours, ref
+
+
+def side_by_side(name: str, size: int, channels: int, batch: int, rounds: int) -> dict[str, float]:
+    """Median seconds per step of each (implementation, mode), timed in interleaved rounds, and their ratios."""
+    ours, ref = paired_models(name, size, channels)
+    schedule, depth = NoiseSchedule(), ours.config["depth"]
+    x0, y = torch.randn(batch, channels, size, size), torch.full((batch,), 10)
+
+    def train(model):
+        opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
+
+        def step():
+            t = torch.randint(0, 1000, (batch,))
+            noise = torch.randn_like(x0)
+            loss = F.mse_loss(model(schedule.q_sample(x0, t, noise), t, y)[:, :channels], noise)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+        return step
+
+    def extract(features):
+        def step():
+            with torch.inference_mode():
+                t = torch.full((batch,), 100)
+                features(schedule.q_sample(x0, t), t)
+        return step
+
+    steps = {("ours", "train"): train(ours.train()), ("reference", "train"): train(ref.train()),
+             ("ours", "extract"): extract(lambda x, t: ours.forward_features(x, t, None, layers=range(depth))),
+             ("reference", "extract"): extract(lambda x, t: ref.features(x, t, y, depth))}
+    times: dict[tuple[str, str], list[float]] = {k: [] for k in steps}
+    for step in steps.values():
+        step()  # warm-up
+    for _ in range(rounds):
+        for key, step in steps.items():
+            t0 = time.perf_counter()
+            step()
+            times[key].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in times.items()}
+    return {f"{mode}_ratio": med[("reference", mode)] / med[("ours", mode)] for mode in ("train", "extract")} | {
+        f"{impl}_{mode}_img_s": batch / med[(impl, mode)] for impl, mode in med}
+
+
+def versus_reference(batch: int, rounds: int) -> None:
+    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {rounds} interleaved rounds; "
+          "ratio = reference seconds / project seconds (> 1: the project is faster)")
+    print(f"{'config':20} {'train ratio':>11} {'extract ratio':>13} {'ours train':>10} {'ref train':>9} "
+          f"{'ours extr':>9} {'ref extr':>8}  [img/s]")
+    for label, (name, size, channels) in SIDE_BY_SIDE.items():
+        r = side_by_side(name, size, channels, batch, rounds)
+        print(f"{label:20} {r['train_ratio']:11.2f} {r['extract_ratio']:13.2f} {r['ours_train_img_s']:10.1f} "
+              f"{r['reference_train_img_s']:9.1f} {r['ours_extract_img_s']:9.1f} {r['reference_extract_img_s']:8.1f}")
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--configs", nargs="+", default=["DiT-T/4", "DiT-S/4"])
@@ -73,7 +156,12 @@ def main() -> None:
     p.add_argument("--image-size", type=int, default=32)
     p.add_argument("--steps", type=int, default=10)
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each training step")
+    p.add_argument("--versus-reference", action="store_true", help="time against bench/reference_dit.py instead")
+    p.add_argument("--rounds", type=int, default=7, help="interleaved rounds of --versus-reference")
     args = p.parse_args()
+    if args.versus_reference:
+        versus_reference(args.batch_size, args.rounds)
+        return
 
     torch.manual_seed(0)
     peak = matmul_gflops()

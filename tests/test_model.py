@@ -214,3 +214,25 @@ def test_resolve_block_takes_ints_negatives_and_keys_and_names_bad_ones():
     assert dit_depth("DiT-T/4") == 6 and dit_depth("DiT-XL/2") == 28
     with pytest.raises(ValueError, match="unknown DiT config 'DiT-Q/4'"):
         dit_depth("DiT-Q/4")
+
+
+@pytest.mark.parametrize("name, size, channels", [("DiT-T/2", 16, 3), ("DiT-S/4", 16, 4)])
+def test_forward_matches_an_independent_reference_implementation(name, size, channels):
+    """bench/reference_dit.py (explicit-softmax attention, separate modules, no taps) on the same official-format
+    weights: the project's forward and its feature taps agree to float tolerance — the pin issue 16's speed work
+    must keep."""
+    from bench.reference_dit import ReferenceDiT
+
+    torch.manual_seed(0)
+    ours = build_dit(name, input_size=size, in_channels=channels, num_classes=10)
+    for p in ours.parameters():  # adaLN-Zero starts every block as the identity: perturb it
+        p.data.add_(0.02 * torch.randn_like(p))
+    c = ours.config
+    ref = ReferenceDiT(size, c["patch_size"], channels, c["hidden_size"], c["depth"], c["num_heads"], 10)
+    ref.load_state_dict(ours.state_dict(), strict=True)
+    x, t, y = torch.randn(3, channels, size, size), torch.tensor([0, 400, 999]), torch.tensor([1, 10, 4])
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x, t, y), ref(x, t, y), rtol=1e-4, atol=1e-5)
+        taps = ours.forward_features(x, t, y, layers=[1, c["depth"] - 1])
+        for depth in (1, c["depth"] - 1):
+            torch.testing.assert_close(taps[f"block.{depth}"], ref.features(x, t, y, depth + 1), rtol=1e-4, atol=1e-5)
