@@ -7,6 +7,7 @@ carved (stratified, seeded) from the train split, so the test split is never loo
 """
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass, field
 from typing import Any, Callable
@@ -152,8 +153,22 @@ def knn_accuracy(train_x: Tensor | np.ndarray, train_y: Tensor | np.ndarray, tes
 
 
 # -- pooling of token maps -------------------------------------------------------------------------------------
+def grid_pool(tokens: Tensor, cells: int) -> Tensor:
+    """(n, N, D) tokens of a square g×g patch grid -> (n, cells²·D): the mean of each of cells × cells regions, so
+    the probe keeps where in the image a feature sits (as flattened pixels do) at a fraction of flatten's width."""
+    n, N, D = tokens.shape
+    g = math.isqrt(N)
+    if g * g != N or g % cells:
+        raise ValueError(f"tokens: grid pooling to {cells}×{cells} needs a square patch grid divisible by {cells}, "
+                         f"got {N} tokens")
+    grid = tokens.reshape(n, g, g, D).permute(0, 3, 1, 2)  # (n, D, g, g)
+    return torch.nn.functional.avg_pool2d(grid, g // cells).flatten(1)  # (n, D·cells²)
+
+
 POOLINGS: dict[str, Callable[[Tensor], Tensor]] = {
     "mean": lambda tokens: tokens.mean(dim=1),  # (n, N, D) -> (n, D)
+    "grid2": lambda tokens: grid_pool(tokens, 2),  # (n, N, D) -> (n, 4·D): a 2×2 layout of region means
+    "grid4": lambda tokens: grid_pool(tokens, 4),  # (n, N, D) -> (n, 16·D)
     "flatten": lambda tokens: tokens.flatten(1),  # (n, N, D) -> (n, N·D)
 }
 
@@ -190,7 +205,8 @@ def probe_row(timestep: int | float, layer: str, train_x: Tensor, train_y: Tenso
 def probe_grid(bank, pooling: str = "mean", knn: bool = True, progress: bool = False, **probe_kw) -> pd.DataFrame:
     """Probe every (timestep, layer) of a FeatureBank -> DataFrame with GRID_COLUMNS, one row per cell.
 
-    pooling="mean" uses the bank's pooled vectors; "flatten" needs a bank extracted with tokens=True.
+    pooling="mean" uses the bank's pooled vectors; the others ("grid2", "grid4": region means on a 2×2 / 4×4
+    layout; "flatten": every token) need a bank extracted with tokens=True.
     """
     from tqdm.auto import tqdm
 

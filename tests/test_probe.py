@@ -128,3 +128,17 @@ def test_one_line_errors():
         probe_grid(Bank(), pooling="max")
     with pytest.raises(ValueError, match=r"^grid: expected a patch grid"):
         patch_labels(torch.zeros(1, 8, 8, dtype=torch.long), (3, 3))
+
+
+def test_grid_pooling_keeps_region_means_in_layout():
+    tokens = torch.arange(2 * 16 * 3, dtype=torch.float32).reshape(2, 16, 3)  # (n, N = 4×4, D)
+    pooled = probe.POOLINGS["grid2"](tokens)  # (n, 4·D): channel-major, then the 2×2 regions row by row
+    grid = tokens.reshape(2, 4, 4, 3)
+    top_left = grid[:, :2, :2].mean(dim=(1, 2))  # (n, D)
+    bottom_right = grid[:, 2:, 2:].mean(dim=(1, 2))
+    assert pooled.shape == (2, 12)
+    torch.testing.assert_close(pooled.reshape(2, 3, 4)[:, :, 0], top_left)
+    torch.testing.assert_close(pooled.reshape(2, 3, 4)[:, :, 3], bottom_right)
+    torch.testing.assert_close(probe.POOLINGS["grid4"](tokens), tokens.permute(0, 2, 1).flatten(1))  # 1 token each
+    with pytest.raises(ValueError, match="grid pooling to 2×2 needs a square patch grid divisible by 2, got 9"):
+        probe.POOLINGS["grid2"](torch.zeros(1, 9, 3))
