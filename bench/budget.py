@@ -78,3 +78,18 @@ def finish_args(args: argparse.Namespace, num_timesteps: int = 1000) -> argparse
         args.runs = args.runs.with_name(args.runs.name + "_quick")
     args.probe_timesteps = args.probe_timesteps or default_timesteps(num_timesteps)
     return args
+
+
+def add_sample_args(ap: argparse.ArgumentParser) -> None:
+    """The generation benches' sampling arguments (guidance.py, transfer.py) and the training seed."""
+    ap.add_argument("--samples", type=int, default=500, help="DDIM samples per run (and guidance scale) for FD")
+    ap.add_argument("--sample-steps", type=int, default=50)
+    ap.add_argument("--seed", type=int, default=0)
+
+
+def finish_sample_args(args: argparse.Namespace) -> argparse.Namespace:
+    """`finish_args`, and --quick's few samples of few steps."""
+    args = finish_args(args)
+    if args.quick:
+        args.samples, args.sample_steps = 40, 10
+    return args

@@ -25,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from analysis.generation.scores import generation_scores  # noqa: E402
 from analysis.selection import select_timestep  # noqa: E402
-from bench.budget import add_run_args, finish_args, train_at_budget  # noqa: E402
+from bench.budget import add_run_args, add_sample_args, finish_sample_args, train_at_budget  # noqa: E402
 
 POLICIES = {"uniform": {}, "learned": {"update_every": 4}}
 
@@ -49,12 +49,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(ap)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 4.0])
-    ap.add_argument("--samples", type=int, default=500, help="DDIM samples per run and scale (classes in turn)")
-    ap.add_argument("--sample-steps", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    args = finish_args(ap.parse_args(argv))
-    if args.quick:
-        args.samples, args.sample_steps = 40, 10
+    add_sample_args(ap)
+    args = finish_sample_args(ap.parse_args(argv))
 
     start = time.perf_counter()
     table = pd.DataFrame([r for data in args.datasets for policy in POLICIES for r in rows(data, policy, args)])

@@ -29,7 +29,7 @@ from analysis.curriculum import policy_kl  # noqa: E402
 from analysis.generation.scores import generation_scores  # noqa: E402
 from analysis.selection import select_timestep  # noqa: E402
 from aselect_core.train import RunDir  # noqa: E402
-from bench.budget import add_run_args, finish_args, train_at_budget  # noqa: E402
+from bench.budget import add_run_args, add_sample_args, finish_sample_args, train_at_budget  # noqa: E402
 
 LEARNED = {"update_every": 4}  # the selector comparison's learned policy, so its source runs are shared
 ARMS = ("native", "transferred-frozen", "transferred-tuned", "uniform")
@@ -80,12 +80,8 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     add_run_args(ap)
     ap.add_argument("--pairs", nargs="+", default=["mnist5k:digits", "shapes:textures"],
                     help="ordered SOURCE:TARGET dataset pairs of the same image shape")
-    ap.add_argument("--samples", type=int, default=500, help="DDIM samples per run for the Fréchet distance")
-    ap.add_argument("--sample-steps", type=int, default=50)
-    ap.add_argument("--seed", type=int, default=0)
-    args = finish_args(ap.parse_args(argv))
-    if args.quick:
-        args.samples, args.sample_steps = 64, 10
+    add_sample_args(ap)
+    args = finish_sample_args(ap.parse_args(argv))
     pairs = [tuple(p.split(":")) for p in args.pairs]
     if any(len(p) != 2 for p in pairs):
         ap.error(f"--pairs: expected SOURCE:TARGET, got {args.pairs}")
