@@ -1,5 +1,8 @@
 """`analyze_run`: the full analysis of one run dir, written to its `analysis/` folder (what `aselect analyze` runs).
 
+The selection methods (`analysis.selection.METHODS`, oracle first) run, then the registered analyses
+(`analysis.registry.ANALYSES`: immse, random_init, umap, attribution, generation, in that order), then the
+summary and, where asked, segmentation; every option keyword is routed to what declares it (`split_options`).
 Outputs (parquet unless noted), all over the same candidate timesteps (default 0, 50, ..., 950) and blocks:
 - probe.parquet      oracle probe grid (mean pooling, linear + k-NN) plus raw-pixel baseline rows (layer
                      "pixels": flattened x_t with the same images, splits and per-image noise) at each timestep
@@ -12,7 +15,7 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 - summary.json       best (timestep, layer) with its 95% CI and whether the runner-up cell lies inside it,
                      accuracies, pixel and random-init baselines, costs, HFR-accuracy Spearman rho
 - umap.parquet       (`embedding=True`) UMAP trajectory of the oracle-best block over EMBEDDING_TIMESTEPS evenly
-                     spaced candidate timesteps, at most EMBEDDING_IMAGES train images (`analysis.embedding`)
+                     spaced candidate timesteps, at most EMBEDDING_IMAGES train images (`analysis.registry`)
 - attribution.npz    (`attribution_images` > 0) integrated-gradients maps of the first test images' own-label
                      probe logits at the oracle-best block, over the same timesteps as the UMAP
                      (`analysis.attribution.write_run_attributions`)
@@ -26,56 +29,29 @@ Outputs (parquet unless noted), all over the same candidate timesteps (default 0
 from __future__ import annotations
 
 import math
+from dataclasses import fields
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import pandas as pd
-import torch
 
-from analysis.attribution import write_run_attributions
-from analysis.baselines import random_init_grid
-from analysis.embedding import umap_for_run
 from analysis.features import probe_splits, resolve_source
-from analysis.generation import write_generation
-from analysis.mi import mi_x0_xt
 from analysis.probe import pixel_baseline
+from analysis.registry import ANALYSES, RunContext, analysis_fields, analysis_options
 from analysis.segmentation import SEGMENTATION_IMAGES, analyze_segmentation, has_masks
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, options_for,
                                 select_timestep)
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import as_time
-from aselect_core.model.layer_key import LayerKey
 from aselect_core.io import atomic_write_json, atomic_write_parquet
 from aselect_core.train.rundir import RunDir
 
 METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
-EMBEDDING_TIMESTEPS, EMBEDDING_IMAGES = 6, 1000  # the UMAP step: a handful of maps, each seconds on a CPU
 TASKS = ("classification", "segmentation")  # classification: every analysis but segmentation's
 
 
 def _finite(x: float) -> float | None:
     return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def immse_curve(source, data: ImageDataset | str, timesteps: list[int], n_images: int, seed: int,
-                device: str = "cpu") -> pd.DataFrame:
-    """I(x0; x_t) on n_images train images, the run's DiT (null class, eps channels) as the denoiser."""
-    model = source.model.eval().to(device)
-    channels = model.config["in_channels"]
-    images = probe_splits(data, n_images, seed, 0, model.config["input_size"]).train.images.to(device)
-
-    def denoiser(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        with torch.inference_mode():
-            return model(x, t, None)[:, :channels]  # (B, C, H, W) eps_hat
-
-    return mi_x0_xt(denoiser, images, source.schedule, timesteps, seed=seed)
-
-
-def embedding_timesteps(timesteps: list[int], k: int = EMBEDDING_TIMESTEPS) -> list[int]:
-    """k evenly spaced ones of the sorted candidate timesteps, first and last included (all when there are <= k)."""
-    ts = sorted(timesteps)
-    return sorted({ts[i] for i in np.linspace(0, len(ts) - 1, min(k, len(ts))).round().astype(int)})
 
 
 def best_cell(grid: pd.DataFrame) -> dict[str, Any]:
@@ -127,28 +103,40 @@ def resolve_tasks(tasks: Sequence[str] | None, data: ImageDataset | str, image_s
     return tuple(t for t in TASKS if t in tasks)
 
 
+def split_options(methods: tuple[str, ...], kw: dict[str, Any]) -> tuple[dict[str, dict[str, Any]], dict[str, Any]]:
+    """`analyze_run`'s extra keywords split into the selection methods' options ({method: its keywords}) and the
+    registered analyses' ({analysis: its options instance}); a keyword neither declares is a ValueError naming it
+    and listing the valid ones."""
+    owners = analysis_fields()
+    method_fields = {f.name for m in methods for f in fields(METHODS[m].options)}
+    unknown = sorted(set(kw) - method_fields - set(owners))
+    if unknown:
+        raise ValueError(f"{unknown[0]}: not an option of methods {list(methods)} nor of the analyses "
+                         f"{list(ANALYSES)}; expected one of {sorted(method_fields | set(owners))}")
+    return (options_for(methods, {k: v for k, v in kw.items() if k not in owners}),
+            analysis_options({k: v for k, v in kw.items() if k in owners}))
+
+
 def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timesteps: list[int] | None = None,
                 layers: list[int] | None = None, n_images: int = 1000, seed: int = 0, progress: bool = True, *,
-                methods: tuple[str, ...] = METHOD_ORDER, immse_images: int = 256, device: str = "cpu",
-                embedding: bool = True, attribution_images: int = 0, random_init: bool = True,
-                generation_samples: int = 0, tasks: Sequence[str] | None = None,
-                segmentation_images: int = SEGMENTATION_IMAGES, **method_kw: Any) -> dict[str, Path]:
+                methods: tuple[str, ...] = METHOD_ORDER, device: str = "cpu", tasks: Sequence[str] | None = None,
+                segmentation_images: int = SEGMENTATION_IMAGES, **options: Any) -> dict[str, Path]:
     """Run every analysis on `run` and write the files of the module doc; returns {name: path}.
 
     `data` defaults to the run's dataset, `layers` (block indices) to all blocks. `methods` must include
-    "oracle". `random_init=False` skips the random-init DiT grid (as many image-passes as the oracle's, no
-    training). `embedding=False` skips the UMAP step (the slowest part on tiny grids); `attribution_images` > 0
-    maps that many test images (3·16 image-passes per image and timestep); `generation_samples` > 0 samples that
-    many images (DDIM, 50 steps) and scores them against as many test images (analysis/generation.json).
-    `tasks` (TASKS; default `resolve_tasks`): "segmentation" runs `analyze_segmentation` on min(n_images,
+    "oracle". `tasks` (TASKS; default `resolve_tasks`): "segmentation" runs `analyze_segmentation` on min(n_images,
     segmentation_images) train images over the same timesteps and layers; without "classification", only that.
-    Extra keywords are method options (hfr_mode, hfr_images, mi_method, coarse, n_test, ...), each routed to the
-    methods that declare it.
+    Extra keywords are options, each routed to what declares it: the selection methods' (hfr_mode, hfr_images,
+    mi_method, coarse, n_test, ...) and the registered analyses' (`analysis.registry.ANALYSES`: immse_images,
+    random_init=False skips the random-init grid, embedding=False the UMAP, attribution_images > 0 maps that many
+    test images, generation_samples > 0 samples and scores that many images).
     """
     rd = RunDir(Path(run))
     unknown = [m for m in methods if m not in METHODS]
     if unknown or "oracle" not in methods:
         raise ValueError(f"methods: expected names from {sorted(METHODS)} including 'oracle', got {list(methods)}")
+    order = sorted(methods, key=METHOD_ORDER.index)
+    method_options, analysis_opts = split_options(tuple(order), options)  # refused before any work
     source = resolve_source(run)
     if source.run is None:
         raise ValueError(f"run: {run} is not a run dir (no config.json)")
@@ -164,20 +152,22 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
         return segmentation()
     common = dict(dataset=data, layer=layers, timesteps=ts, n_images=n_images, seed=seed, progress=progress,
                   device=device)
-    order = sorted(methods, key=METHOD_ORDER.index)
-    options = options_for(order, method_kw)
-    sels = {m: select_timestep(run, method=m, **common, **options[m]) for m in order}
+    sels = {m: select_timestep(run, method=m, **common, **method_options[m]) for m in order}
 
     splits = probe_splits(data, n_images, seed, None, source.model.config["input_size"])
     probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(ts), source.schedule)], ignore_index=True)
     hfr_grid = sels["hfr"].grid if "hfr" in sels else pd.DataFrame(columns=["timestep", "layer", "hfr_mean"])
-    tables = {"probe": probe, "hfr": hfr_grid, "selection": pd.DataFrame([s.row() for s in sels.values()]),
-              "immse": immse_curve(source, data, ts, immse_images, seed, device)}
+    tables = {"probe": probe, "hfr": hfr_grid, "selection": pd.DataFrame([s.row() for s in sels.values()])}
     if "mi" in sels:
         tables["mi"] = sels["mi"].grid
-    if random_init:
-        tables["random_init"] = random_init_grid(run, ts, layers, n_images, seed, dataset=data, device=device)
-    paths = {}
+    ctx = RunContext(Path(run), source, data, ts, layers, n_images, seed, device, progress, sels)
+    paths: dict[str, Path] = {}
+    for name, analysis in ANALYSES.items():  # a table to write, the file it wrote itself, or None (skipped)
+        out = analysis.compute(ctx, analysis_opts[name])
+        if isinstance(out, pd.DataFrame):
+            tables[analysis.artefact] = out
+        elif out is not None:
+            paths[name] = out
     for name, df in tables.items():
         paths[name] = rd.artefact(name)
         atomic_write_parquet(paths[name], df)
@@ -186,16 +176,6 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     if "segmentation" not in tasks and "segmentation" in (previous := rd.summary_or_empty()):
         summary["segmentation"] = previous["segmentation"]  # segmentation.parquet stays too: keep its summary
     atomic_write_json(paths["summary"], summary)
-    block = LayerKey.parse(sels["oracle"].layer).index
-    if embedding:
-        umap_for_run(run, block, embedding_timesteps(ts), min(n_images, EMBEDDING_IMAGES), seed, dataset=data)
-        paths["umap"] = rd.artefact("umap")
-    if attribution_images > 0:
-        paths["attribution"] = write_run_attributions(run, range(attribution_images), embedding_timesteps(ts), block,
-                                                      n_images, seed)
-    if generation_samples > 0:
-        write_generation(run, n_samples=generation_samples, seed=seed, device=device, progress=progress)
-        paths["generation"] = rd.artefact("generation")
     if "segmentation" in tasks:
         paths.update(segmentation())
     return paths

@@ -18,12 +18,14 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.figures.time_axis import TimeAxis
+from analysis.registry import ANALYSES
 from app import choices, jobs
 from app.serve import resolve_runs_root
 from aselect_core.diffusion import make_schedule
 from aselect_core.train.rundir import RunDir, RunInfo, artefact_ref
 
-ANALYSIS_FILES = ("probe", "hfr", "mi", "immse", "selection", "umap", "attribution", "segmentation", "generation")
+# the artefacts a run's analyses write: the selections' tables, the registered analyses', segmentation's
+ANALYSIS_FILES = ("probe", "hfr", "mi", "selection", *(a.artefact for a in ANALYSES.values()), "segmentation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
 SEED_TABLE_ENV = "ASELECT_SEED_TABLE"
 EXPLORER = "pages/1_Timestep_explorer.py"

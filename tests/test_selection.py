@@ -9,7 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analysis.pipeline import analyze_run, embedding_timesteps
+from analysis.pipeline import analyze_run
+from analysis.registry import embedding_timesteps
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, load_oracle,
                                 select_timestep)
 from aselect_core.train import RunDir
@@ -78,6 +79,29 @@ def test_oracle_grid_is_kept_in_the_run_dir_and_reused(run, selections):
     assert (again.timestep, again.layer, again.wall_seconds) == (
         selections["oracle"].timestep, selections["oracle"].layer, selections["oracle"].wall_seconds)
     pd.testing.assert_frame_equal(again.grid, grid)
+
+
+def test_analyze_run_refuses_misspelt_or_bad_options(run):
+    with pytest.raises(ValueError, match=r"imse_images: not an option of methods \[.*\] nor of the analyses "
+                                         r"\['immse', 'random_init', 'umap', 'attribution', 'generation'\]; "
+                                         r"expected one of \[.*'immse_images'.*\]"):
+        analyze_run(run, imse_images=8, progress=False)
+    with pytest.raises(ValueError, match="attribution_images: expected an integer >= 0, got -1"):
+        analyze_run(run, attribution_images=-1, progress=False)
+    with pytest.raises(ValueError, match="embedding: expected true or false, got 'no'"):
+        analyze_run(run, embedding="no", progress=False)
+
+
+def test_every_registered_analysis_names_an_artefact_and_options():
+    from dataclasses import fields
+
+    from analysis.registry import ANALYSES, analysis_fields
+    from aselect_core.train.rundir import ARTEFACTS
+
+    assert all(a.artefact in ARTEFACTS for a in ANALYSES.values())
+    assert analysis_fields() == {f.name: n for n, a in ANALYSES.items() for f in fields(a.options)}
+    assert set(analysis_fields()) == {"immse_images", "random_init", "embedding", "attribution_images",
+                                      "generation_samples"}
 
 
 def test_analyze_run_writes_every_table(run):
