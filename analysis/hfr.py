@@ -18,6 +18,7 @@ Conventions chosen here:
 from __future__ import annotations
 
 import math
+from typing import Any
 
 import pandas as pd
 import torch
@@ -64,13 +65,18 @@ def high_frequency_ratio(tokens: Tensor, grid: tuple[int, int] | None = None, cu
 HFR_COLUMNS = ["timestep", "layer", "hfr_mean", "hfr_std", "hfr_se", "n_images"]
 
 
-def hfr_grid(features: dict[tuple[int, str], Tensor], grid: tuple[int, int] | None = None, cutoff: float = 0.25,
+def hfr_grid(features: Any, grid: tuple[int, int] | None = None, cutoff: float = 0.25,
              remove_mean: bool = True) -> pd.DataFrame:
-    """HFR over a feature bank {(timestep, layer): (B, N, D)} -> DataFrame(HFR_COLUMNS), one row per key.
+    """HFR of a FeatureBank extracted with tokens=True (its token maps and patch grid; the input every grid function
+    takes) or of {(timestep, layer): (B, N, D)} -> DataFrame(HFR_COLUMNS), one row per key.
 
     hfr_std is the population standard deviation over the B images (0 for a single image); hfr_se the standard
     error of hfr_mean, std / sqrt(B - 1) (NaN for a single image).
     """
+    if hasattr(features, "pooled"):  # a FeatureBank
+        if features.tokens is None:
+            raise ValueError("bank: HFR needs token maps; extract the bank with tokens=True")
+        features, grid = features.tokens, grid or features.grid
     rows = []
     for (timestep, layer), tokens in features.items():
         scores = high_frequency_ratio(tokens, grid=grid, cutoff=cutoff, remove_mean=remove_mean)  # (B,)

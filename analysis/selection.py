@@ -183,7 +183,7 @@ def hfr(ctx: Context) -> Selection:
     for t in ctx.timesteps:  # one timestep at a time: token maps of every layer only live this long
         bank = ctx.features([t], n, n_test=0, tokens=True, cache=False)
         passes += bank.image_passes
-        grids.append(hfr_grid(bank.tokens, bank.grid, opts.cutoff, opts.remove_mean))
+        grids.append(hfr_grid(bank, cutoff=opts.cutoff, remove_mean=opts.remove_mean))
     grid = pd.concat(grids, ignore_index=True)
     best = _argbest(grid, "hfr_mean", opts.hfr_mode)
     return Selection("hfr", as_time(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
@@ -196,8 +196,7 @@ def mi(ctx: Context) -> Selection:
     opts: MIOptions = ctx.options
     n = ctx.images_for(opts.mi_images)
     bank = ctx.features(ctx.timesteps, n, n_test=0)
-    grid = label_mi_grid(bank.pooled, bank.labels, method=opts.mi_method, n_subsamples=opts.mi_subsamples,
-                         seed=ctx.seed)
+    grid = label_mi_grid(bank, method=opts.mi_method, n_subsamples=opts.mi_subsamples, seed=ctx.seed)
     best = _argbest(grid, "mi_nats")
     return Selection("mi", as_time(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
                      details={"mi_method": opts.mi_method, "mi_images": n, "mi_subsamples": opts.mi_subsamples},

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
 import pytest
 import torch
 
@@ -116,3 +117,15 @@ def test_hfr_grid_rows_match_per_key_scores():
     assert df.hfr_mean.tolist() == pytest.approx([1.0, 0.5])
     assert df.hfr_std.tolist() == pytest.approx([0.0, 0.5])
     assert df.hfr_se[1] == pytest.approx(0.5) and df.n_images.tolist() == [len(cb), 2]  # s / sqrt(n) of [1, 0]
+
+
+def test_hfr_grid_takes_a_feature_bank_like_every_grid_function():
+    from analysis.features import FeatureBank
+
+    tokens = {(0, "block.0"): torch.randn(5, 16, 8), (500, "block.0"): torch.randn(5, 16, 8)}
+    bank = FeatureBank(pooled={k: v.mean(1) for k, v in tokens.items()}, labels=torch.zeros(5, dtype=torch.long),
+                       is_test=torch.zeros(5, dtype=torch.bool), image_rows=torch.arange(5), grid=(4, 4),
+                       timesteps=[0, 500], layers=["block.0"], image_passes=10, wall_seconds=0.0, tokens=tokens)
+    pd.testing.assert_frame_equal(hfr_grid(bank), hfr_grid(tokens, (4, 4)))
+    with pytest.raises(ValueError, match="bank: HFR needs token maps; extract the bank with tokens=True"):
+        hfr_grid(FeatureBank(**{**bank.__dict__, "tokens": None}))

@@ -4,6 +4,7 @@ from __future__ import annotations
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from scipy.special import logsumexp
@@ -242,3 +243,17 @@ def test_half_sample_se_needs_draws_and_enough_images():
     assert math.isnan(half_sample_se(x, y, n_subsamples=1)) and math.isnan(half_sample_se(x[:30], y[:30]))
     df = label_mi_grid({(0, "block.0"): x}, y, method="ksg", n_subsamples=0)
     assert df.mi_se.isna().all() and df.mi_ci_low.isna().all() and np.isfinite(df.mi_nats).all()
+
+
+def test_label_mi_grid_takes_a_feature_bank_like_every_grid_function():
+    from analysis.features import FeatureBank
+
+    means, sd = MIXTURES["3-class 2-D"]
+    x, y = mixture(200, means, sd, seed=3)
+    pooled = {(0, "block.0"): torch.from_numpy(x).float()}
+    bank = FeatureBank(pooled=pooled, labels=torch.from_numpy(y), is_test=torch.zeros(200, dtype=torch.bool),
+                       image_rows=torch.arange(200), grid=(1, 1), timesteps=[0], layers=["block.0"],
+                       image_passes=200, wall_seconds=0.0)
+    pd.testing.assert_frame_equal(label_mi_grid(bank, method="ksg"), label_mi_grid(pooled, y, method="ksg"))
+    with pytest.raises(ValueError, match="labels: required with a dict of features"):
+        label_mi_grid(pooled)

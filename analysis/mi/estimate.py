@@ -88,14 +88,19 @@ def half_sample_se(x: Any, y: Any, method: str = "ksg", n_subsamples: int = 20, 
 MI_COLUMNS = ["timestep", "layer", "mi_nats", "mi_se", "mi_ci_low", "mi_ci_high", "method", "ceiling"]
 
 
-def label_mi_grid(features_by_key: dict[tuple[int, str], Any], labels: Any, method: str = "latent",
-                  n_subsamples: int = 20, seed: int = 0, **kw: Any) -> pd.DataFrame:
-    """I(y; features) per (timestep, layer) -> DataFrame(MI_COLUMNS), with a 95% interval mi ± 1.96 se from
-    `half_sample_se` (NaN with n_subsamples < 2).
+def label_mi_grid(features_by_key: Any, labels: Any = None, method: str = "latent", n_subsamples: int = 20,
+                  seed: int = 0, **kw: Any) -> pd.DataFrame:
+    """I(y; features) per (timestep, layer) of a FeatureBank (its pooled features and labels: the input every grid
+    function takes) or of {(timestep, layer): features} with `labels` -> DataFrame(MI_COLUMNS), with a 95% interval
+    mi ± 1.96 se from `half_sample_se` (NaN with n_subsamples < 2).
 
     Features are (n, D) per key; token features (n, N, D) are mean-pooled over patches first (the probe
     protocol of design.md).
     """
+    if hasattr(features_by_key, "pooled"):  # a FeatureBank: all its rows (the mi method extracts no test split)
+        features_by_key, labels = features_by_key.pooled, features_by_key.labels if labels is None else labels
+    if labels is None:
+        raise ValueError("labels: required with a dict of features (a FeatureBank brings its own)")
     rows = []
     for (timestep, layer), feats in features_by_key.items():
         feats = _as_numpy(feats)
