@@ -286,17 +286,18 @@ def require(run: Path, names: tuple[str, ...], what: str, kind: str, launch: Cal
 
 @st.cache_data(show_spinner=False)
 def noised_examples(run: str, t: int, n: int = 8, seed: int = 0) -> tuple[np.ndarray, np.ndarray, list[str]]:
-    """(x_0, x_t, class names) of n train images of the run's dataset: `q_sample` with each image's fixed noise
-    (the same noise the analysis used), as (n, H, W[, C]) arrays in [0, 1]."""
+    """(x_0 strip, x_t strip, class names) of n train images of the run's dataset: `q_sample` with each image's
+    fixed noise (the same noise the analysis used); each strip one (H, n·(W+1) − 1[, C]) uint8 image, so the page
+    loads two pictures, not 2n."""
     from analysis.features import probe_splits
+    from analysis.generation.sampling import image_grid
     from aselect_core.diffusion import make_schedule
 
     info = RunDir(Path(run)).info()
     splits = probe_splits(info.data, n, seed, 1, info.image_size)
-    xt = splits.noisy("train", t, make_schedule(*info.schedule))
+    xt = splits.noisy("train", t, make_schedule(*info.schedule))  # (n, C, H, W)
     names = [splits.train.classes[y] for y in splits.train.labels.tolist()]
-    return (np.stack([to_image(x) for x in splits.train.images.numpy()]),
-            np.stack([to_image(x) for x in xt.numpy()]), names)
+    return image_grid(splits.train.images, cols=n), image_grid(xt, cols=n), names
 
 
 def block_choice(run: Path, where: Any = st, computed: list[int] | None = None, preferred: int | None = None) -> int:

@@ -41,6 +41,15 @@ def flagship_config(data: str, policy: str, steps: int, runs: Path, recipe: Path
                        resume=True, device=device)
 
 
+def merged(path: Path, new: pd.DataFrame, datasets: list[str]) -> pd.DataFrame:
+    """`new` written to `path` in place of that CSV's rows of `datasets`, keeping the other datasets' rows (a run
+    probed in an earlier session need not exist any more); returns what was written."""
+    old = pd.read_csv(path) if path.is_file() else new.iloc[:0]
+    out = pd.concat([old[~old.dataset.isin(datasets)], new], ignore_index=True)
+    out.to_csv(path, index=False)
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--datasets", nargs="+", default=["shapes", "textures", "mnist5k"])
@@ -66,9 +75,8 @@ def main() -> None:
         grids.append(grid)
         summaries.append(summary)
     args.results.mkdir(parents=True, exist_ok=True)
-    grid, summary = pd.concat(grids, ignore_index=True), pd.concat(summaries, ignore_index=True)
-    grid.to_csv(args.results / "emergence.csv", index=False)
-    summary.to_csv(args.results / "emergence_summary.csv", index=False)
+    grid = merged(args.results / "emergence.csv", pd.concat(grids, ignore_index=True), args.datasets)
+    summary = merged(args.results / "emergence_summary.csv", pd.concat(summaries, ignore_index=True), args.datasets)
     with export_session():
         for data in args.datasets:
             export_figure(*emergence_curves(best_layer_curves(grid[grid.dataset == data])), args.results,

@@ -78,8 +78,9 @@ info = state.run_info(run)
 if info.vae is None:  # a latent DiT noises latents, not the images shown
     st.subheader(f"Noised examples x_t at t = {t}")
     x0, xt, names = state.noised_examples(str(run), t)
-    st.image(list(x0), caption=names, width=64, clamp=True)
-    st.image(list(xt), caption=[f"t = {t}"] * len(xt), width=64, clamp=True)
+    width = 64 * len(names)  # 64 px an image
+    st.image(x0, caption=f"x₀: {', '.join(map(str, names))}", width=width)
+    st.image(xt, caption=f"x_t at t = {axis.label(t)}", width=width)
 
 if immse is not None:  # `aselect analyze RUN` writes it; `analyze --model` does not
     st.subheader("How much of the image survives: I(x₀; x_t)")
