@@ -16,6 +16,7 @@ from app.serve import DEMO_RUNS
 pytest.importorskip("playwright")
 from playwright.sync_api import sync_playwright  # noqa: E402
 
+DOCS = Path(__file__).resolve().parents[1] / "docs"
 WIDTHS = (1440, 1024, 1920)  # px: the first is where pages open and screenshots are taken
 # every plot's tick labels and axis lines (frame) lie inside its container, as (left, right) pairs that do not
 OUTSIDE = """() => [...document.querySelectorAll('.js-plotly-plot')].flatMap(plot => {

@@ -52,11 +52,10 @@ class TimeAxis:
         return f"{t:g}" if self.schedule is None else f"{t:g} · log SNR {self.snr_text(t)}"
 
     def ticks(self, values: Iterable[Any], max_ticks: int = MAX_TICKS) -> list[int | float]:
-        """Up to `max_ticks` of the distinct `values`, evenly spread over their sorted order, ends included."""
+        """Up to `max_ticks` of the distinct sorted `values`: every k-th from the first, k the smallest stride that
+        fits, so an evenly spaced grid keeps even ticks."""
         ts = sorted({as_time(v) for v in values})
-        if len(ts) <= max_ticks:
-            return ts
-        return sorted({ts[round(i * (len(ts) - 1) / (max_ticks - 1))] for i in range(max_ticks)})
+        return ts[::math.ceil(len(ts) / max_ticks)]
 
     def layout(self, values: Iterable[Any], axis: str = "xaxis") -> dict[str, Any]:
         """`fig.update_layout(**axis.layout(timesteps))`: the title, and tick labels with log SNR when known."""
