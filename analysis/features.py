@@ -51,6 +51,7 @@ from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
 from aselect_core.io import atomic_write_bytes, atomic_write_json
 from aselect_core.model import MAE, DiT, layer_order, load_model
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
+from aselect_core.precision import autocast, autocast_dtype, check_precision
 from aselect_core.train.rundir import RunDir
 
 CACHE_VERSION = 1
@@ -357,13 +358,16 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
                      kinds: Sequence[str] = ("block",), tokens: bool = False, batch_size: int = 256,
                      cache: bool = True, device: str = "cpu", progress: bool = True,
                      condition_on_labels: bool = False, n_test: int | None = None,
-                     schedule: Schedule | None = None, cache_dir: str | Path | None = None) -> FeatureBank:
+                     schedule: Schedule | None = None, cache_dir: str | Path | None = None,
+                     precision: str = "auto") -> FeatureBank:
     """Features of n_images train and n_test held-out images at every (timestep, layer, kind); see module doc.
 
     `layers`: block indices (negatives from the end), None = all. `dataset` None = the run's dataset at the
     model's input size. Cached in the run's analysis/features (or `cache_dir`; a bare DiT without cache_dir is
     not cached). `schedule` defaults to the run's (linear, T = 1000 for a bare DiT or checkpoint; a flow spec's
     own FlowSchedule), and `timesteps` are in its time: integers in [0, T), or floats in [0, 1] for a flow.
+    `precision` (`aselect_core.precision`): auto = bf16 autocast on CUDA; bf16 on the CPU is opt-in (faster on
+    AVX512-BF16 CPUs, features ~0.15% off float32) and keyed in the cache.
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -389,8 +393,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
                   "n_train": len(splits.train), "n_test": len(splits.test), "timesteps": ts, "layers": block_layers,
                   "kinds": list(kinds), "tokens": tokens, "condition_on_labels": condition_on_labels,
                   "schedule": src.schedule.identity}
-    bf16 = device.startswith("cuda")  # CUDA extraction runs under bf16 autocast; pooled features stay float32
-    if bf16:
+    if autocast_dtype(device, check_precision(precision)) is not None:  # pooled features stay float32
         key_fields["autocast"] = "bf16"
     folder = Path(cache_dir) if cache_dir is not None else (src.run.artefact("features") if src.run else None)
     stem = folder / cache_key(key_fields) if cache and folder is not None else None
@@ -401,7 +404,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     model.eval().to(device)
     start = time.perf_counter()
     try:
-        with torch.inference_mode(), torch.autocast("cuda", dtype=torch.bfloat16, enabled=bf16):
+        with torch.inference_mode(), autocast(device, precision):
             pooled, token_maps, passes = _extract(model, splits, src.schedule, ts, block_layers, kinds, tokens,
                                                   batch_size, device, progress, condition_on_labels)
     finally:

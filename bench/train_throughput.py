@@ -12,6 +12,7 @@ per mode (train step, feature extraction through every block) and config (`SIDE_
 from __future__ import annotations
 
 import argparse
+import copy
 import statistics
 import sys
 import time
@@ -25,6 +26,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 
 from aselect_core.diffusion import NoiseSchedule  # noqa: E402
 from aselect_core.model import build_dit  # noqa: E402
+from aselect_core.precision import autocast  # noqa: E402
 from bench.reference_dit import ReferenceDiT  # noqa: E402
 
 # name -> (DiT config, input size, in channels): pixel configs and a latent-shaped one (4 channels, as a VAE's)
@@ -103,28 +105,33 @@ def side_by_side(name: str, size: int, channels: int, batch: int, rounds: int) -
     schedule, depth = NoiseSchedule(), ours.config["depth"]
     x0, y = torch.randn(batch, channels, size, size), torch.full((batch,), 10)
 
-    def train(model):
+    def train(model, precision="fp32"):
         opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
 
         def step():
             t = torch.randint(0, 1000, (batch,))
             noise = torch.randn_like(x0)
-            loss = F.mse_loss(model(schedule.q_sample(x0, t, noise), t, y)[:, :channels], noise)
+            with autocast("cpu", precision):
+                out = model(schedule.q_sample(x0, t, noise), t, y)[:, :channels]
+            loss = F.mse_loss(out.float(), noise)
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
         return step
 
-    def extract(features):
+    def extract(features, precision="fp32"):
         def step():
-            with torch.inference_mode():
+            with torch.inference_mode(), autocast("cpu", precision):
                 t = torch.full((batch,), 100)
                 features(schedule.q_sample(x0, t), t)
         return step
 
+    ours_bf16 = copy.deepcopy(ours)  # its own optimiser state; same weights
+    ours_features = lambda x, t: ours.forward_features(x, t, None, layers=range(depth))  # noqa: E731
     steps = {("ours", "train"): train(ours.train()), ("reference", "train"): train(ref.train()),
-             ("ours", "extract"): extract(lambda x, t: ours.forward_features(x, t, None, layers=range(depth))),
-             ("reference", "extract"): extract(lambda x, t: ref.features(x, t, y, depth))}
+             ("ours_bf16", "train"): train(ours_bf16.train(), "bf16"),
+             ("ours", "extract"): extract(ours_features), ("reference", "extract"): extract(
+                 lambda x, t: ref.features(x, t, y, depth)), ("ours_bf16", "extract"): extract(ours_features, "bf16")}
     times: dict[tuple[str, str], list[float]] = {k: [] for k in steps}
     for step in steps.values():
         step()  # warm-up
@@ -134,19 +141,22 @@ def side_by_side(name: str, size: int, channels: int, batch: int, rounds: int) -
             step()
             times[key].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in times.items()}
-    return {f"{mode}_ratio": med[("reference", mode)] / med[("ours", mode)] for mode in ("train", "extract")} | {
-        f"{impl}_{mode}_img_s": batch / med[(impl, mode)] for impl, mode in med}
+    ratios = {f"{mode}_ratio{suffix}": med[("reference", mode)] / med[(impl, mode)]
+              for impl, suffix in (("ours", ""), ("ours_bf16", "_bf16")) for mode in ("train", "extract")}
+    return ratios | {f"{impl}_{mode}_img_s": batch / med[(impl, mode)] for impl, mode in med}
 
 
 def versus_reference(batch: int, rounds: int) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {rounds} interleaved rounds; "
-          "ratio = reference seconds / project seconds (> 1: the project is faster)")
-    print(f"{'config':20} {'train ratio':>11} {'extract ratio':>13} {'ours train':>10} {'ref train':>9} "
-          f"{'ours extr':>9} {'ref extr':>8}  [img/s]")
+          "ratio = reference seconds / project seconds (> 1: the project is faster); float32 (results unchanged) "
+          "and the opt-in --precision bf16 (CPU autocast)")
+    print(f"{'config':20} {'train':>6} {'extract':>7} {'train bf16':>10} {'extract bf16':>12} {'ours train':>10} "
+          f"{'ref train':>9} {'ours extr':>9} {'ref extr':>8}  [ratios; img/s]")
     for label, (name, size, channels) in SIDE_BY_SIDE.items():
         r = side_by_side(name, size, channels, batch, rounds)
-        print(f"{label:20} {r['train_ratio']:11.2f} {r['extract_ratio']:13.2f} {r['ours_train_img_s']:10.1f} "
-              f"{r['reference_train_img_s']:9.1f} {r['ours_extract_img_s']:9.1f} {r['reference_extract_img_s']:8.1f}")
+        print(f"{label:20} {r['train_ratio']:6.2f} {r['extract_ratio']:7.2f} {r['train_ratio_bf16']:10.2f} "
+              f"{r['extract_ratio_bf16']:12.2f} {r['ours_train_img_s']:10.1f} {r['reference_train_img_s']:9.1f} "
+              f"{r['ours_extract_img_s']:9.1f} {r['reference_extract_img_s']:8.1f}")
 
 
 def main() -> None:

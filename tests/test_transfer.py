@@ -51,3 +51,37 @@ def test_transfer_refuses_other_images_a_source_without_selector_and_other_polic
         tiny_run(tmp_path / "from-uniform", steps=2, **with_source(uniform))
     with pytest.raises(ConfigError, match="policy_kwargs.selector_from': only the learned policy has a selector"):
         TrainConfig(policy="uniform", policy_kwargs={"selector_from": str(source)})
+
+
+def test_a_warm_start_continues_a_slim_run_from_its_ema_weights_step_and_cost(tiny_run, tmp_path):
+    from aselect_core.train.checkpoint import load_checkpoint, unprefixed
+    from aselect_core.train.export import slim_run
+    from aselect_core.train.rundir import RunDir
+    from aselect_core.train.transfer import warm_start
+
+    source = tiny_run(tmp_path / "source", steps=4)
+    slim_run(source)
+    start = warm_start(source)
+    assert start.step == 4 and start.image_passes == RunDir(source).latest()["image_passes"]
+    assert all(v.dtype == torch.float32 for v in start.weights.values() if v.is_floating_point())
+    # one step on: the EMA moved from the source's weights by (1 - decay) of the way to the model's
+    cont = tiny_run(tmp_path / "cont", steps=5, checkpoint_every=1, init_from=str(source))
+    latest = RunDir(cont).latest()
+    assert latest["step"] == 5 and latest["image_passes"] > start.image_passes
+    assert RunDir(cont).metrics().step.tolist() == [5]
+    ema = unprefixed("ema", load_checkpoint(RunDir(cont).latest_checkpoint())[0])
+    key = "blocks.0.attn.qkv.weight"
+    assert not torch.equal(ema[key], start.weights[key])
+    assert torch.allclose(ema[key], start.weights[key], atol=1e-2)
+
+
+def test_a_warm_start_refuses_no_steps_left_and_another_model(tiny_run, tmp_path):
+    from aselect_core.train.loop import TrainingError
+
+    source = tiny_run(tmp_path / "source", steps=3)
+    with pytest.raises(TrainingError, match=r"init_from: .*source stopped at step 3; --steps 3 leaves nothing"):
+        tiny_run(tmp_path / "same", steps=3, init_from=str(source))
+    with pytest.raises(ValueError, match=r"init_from: .*source's weights do not fit this run's model \("):
+        tiny_run(tmp_path / "wider", steps=4, model="DiT-T/2", init_from=str(source))
+    with pytest.raises(ValueError, match=r"init_from: .*nowhere has no checkpoint"):
+        tiny_run(tmp_path / "none", steps=4, init_from=str(tmp_path / "nowhere"))

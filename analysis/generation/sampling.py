@@ -7,7 +7,6 @@ Noise is drawn on the CPU from a seeded torch.Generator, so a seed gives the sam
 """
 from __future__ import annotations
 
-import contextlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -21,6 +20,7 @@ from tqdm.auto import tqdm
 from analysis.features import resolve_source
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.model import DiT
+from aselect_core.precision import autocast
 
 
 @dataclass
@@ -87,10 +87,6 @@ def _guided_eps(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, cfg_sc
     return uncond + cfg_scale * (cond - uncond)
 
 
-def _autocast(device: torch.device) -> contextlib.AbstractContextManager:
-    return torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else contextlib.nullcontext()
-
-
 def sample(model: nn.Module, n: int, steps: int = 50, sampler: str = "ddim", schedule: NoiseSchedule | None = None,
            y: Tensor | int | None = None, cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 256,
            device: str = "cpu", progress: bool = False) -> Tensor:
@@ -123,7 +119,7 @@ def sample(model: nn.Module, n: int, steps: int = 50, sampler: str = "ddim", sch
         yb = None if labels is None else labels[start:start + b].to(dev)
         for i in reversed(range(len(ts))):
             t = torch.full((b,), int(ts[i]), dtype=torch.long, device=dev)
-            with torch.inference_mode(), _autocast(dev):
+            with torch.inference_mode(), autocast(dev):
                 eps = _guided_eps(model, x, t, yb, cfg_scale, channels)  # (b, C, H, W)
             noise = torch.randn(b, channels, size, size, generator=gen).to(dev) if noisy and i > 0 else None
             x = step(x, eps, abars[i].to(dev).float(), abar_prevs[i].to(dev).float(), noise)

@@ -10,6 +10,7 @@ from typing import Any
 
 import yaml
 
+from aselect_core.precision import PRECISIONS
 from aselect_core.train.objectives import OBJECTIVES
 
 
@@ -20,7 +21,7 @@ class ConfigError(ValueError):
 SELECTOR_FROM = "selector_from"  # policy kwarg: the run whose selector a learned run starts from (train.transfer)
 # fields added after runs were first written, hashed only when they differ from their default, so the
 # hash of every existing run (and so its resume) is unchanged
-HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise"}
+HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise", "init_from": None, "precision": "auto"}
 
 
 @dataclass
@@ -32,6 +33,7 @@ class TrainConfig:
     objective: str = "denoise"  # a key of OBJECTIVES: "denoise" (DiT) or "mae" (the MAE baseline)
     policy: str = "uniform"
     policy_kwargs: dict[str, Any] = field(default_factory=dict)
+    init_from: str | None = None  # a run dir whose latest EMA weights the DiT starts from (train.transfer)
     steps: int = 2000
     batch_size: int = 64
     lr: float = 1e-4
@@ -55,6 +57,7 @@ class TrainConfig:
     out: str = "runs/run"
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda
+    precision: str = "auto"  # auto (bf16 autocast on cuda) | fp32 | bf16 (on the CPU too): aselect_core.precision
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "keep_last", "log_every", "curriculum_every",
@@ -69,6 +72,9 @@ class TrainConfig:
             raise ConfigError(f"config field 'ema_decay': expected a float in [0, 1), got {self.ema_decay!r}")
         if self.device not in ("auto", "cpu", "cuda"):
             raise ConfigError(f"config field 'device': expected one of auto, cpu, cuda, got {self.device!r}")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"config field 'precision': expected one of {', '.join(PRECISIONS)}, "
+                              f"got {self.precision!r}")
         if not self.conditional and self.class_dropout_prob <= 0:
             raise ConfigError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
         self._check_objective()

@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.io import atomic_write_parquet
+from aselect_core.precision import autocast
 from aselect_core.policies import Feedback, TimestepPolicy, effective_timesteps, make_policy
 from aselect_core.train import checkpoint as ck
 from aselect_core.train import transfer
@@ -182,6 +183,8 @@ class Trainer:
             raise TrainingError(f"{self.run.path}: already holds checkpoints; pass --resume or choose another --out")
         elif self.config.resume:
             self.log.warning("resume asked but no good checkpoint found in %s: starting from step 0", self.run.checkpoints)
+        if self.config.init_from and not (self.config.resume and found):
+            self._warm_start(self.config.init_from)
         if self.ctx.is_main:
             self.run.write_config(self.config)
 
@@ -211,6 +214,17 @@ class Trainer:
             curriculum=[curriculum[curriculum.step <= step]] if len(curriculum) else [],
             class_curriculum=[classes[classes.step <= step]] if classes is not None else [])
         self.log.info("resumed from %s (step %d)", path.name, step)
+
+    def _warm_start(self, source: str) -> None:
+        """Continue `source` from its EMA weights (train.transfer.warm_start): same step, same counted cost."""
+        start = transfer.warm_start(source)
+        if start.step >= self.config.steps:
+            raise TrainingError(f"init_from: {source} stopped at step {start.step}; --steps {self.config.steps} "
+                                "leaves nothing to train (expected more)")
+        for module in (self.model, self.ema):
+            transfer.load_weights(module, start.weights, source)
+        self.state = TrainState(step=start.step, image_passes=start.image_passes, wall_seconds=start.wall_seconds)
+        self.log.info("warm start from %s (step %d, %d image-passes)", source, start.step, start.image_passes)
 
     # -- checkpoints ----------------------------------------------------------------------------------------
     def _rank_states(self) -> dict[str, Tensor]:
@@ -259,11 +273,6 @@ class Trainer:
             self.state.class_curriculum.append(per_class)
 
     # -- one step -------------------------------------------------------------------------------------------
-    def _autocast(self):
-        if self.ctx.device.type == "cuda":
-            return torch.autocast("cuda", dtype=torch.bfloat16)
-        return contextlib.nullcontext()
-
     def step(self) -> dict[str, Any]:
         """One optimiser step; returns its metrics row."""
         cfg, step = self.config, self.state.step
@@ -271,7 +280,7 @@ class Trainer:
         x0, y = self.images[idx], self.labels[idx]  # (B, C, H, W), (B,)
         t, w = self.policy.sample(x0, step)  # (B,), (B,)
         t, w = t.to(self.ctx.device), w.to(self.ctx.device)
-        with self._autocast():
+        with autocast(self.ctx.device, cfg.precision):
             per_sample = self.objective.loss(self.ddp or self.model, self.schedule, x0,
                                              y if cfg.conditional else None, t).float()  # (B,)
         loss = (w * per_sample).mean()
@@ -306,7 +315,7 @@ class Trainer:
     def fit(self) -> Path:
         cfg = self.config
         self.model.train()
-        if self.state.step == 0 and not self.state.curriculum:
+        if not self.state.curriculum:  # a fresh or warm start; a resume restored its own
             self._snapshot()
         bar = tqdm(total=cfg.steps, initial=self.state.step, disable=not (self.progress and self.ctx.is_main),
                    desc=f"train {cfg.model} {cfg.policy}", unit="step", dynamic_ncols=True)
