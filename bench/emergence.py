@@ -5,13 +5,16 @@ token grid), its checkpoints kept; each log-spaced checkpoint is probed over tim
 protocol of `analysis`: mean-pooled null-class tokens, standardised, logistic regression, 95% Wilson CI over the
 test images), beside raw pixels and a random-init DiT of the same architecture on the same images, noise and
 probe (`analysis.emergence`). Training resumes: rerun with a larger `--steps` to extend a run, or with
-`--no-train` to probe what exists.
+`--no-train` to probe what exists. `--continued DATA=RUN` adds the checkpoints of a run that continued DATA's
+(`aselect train --init-from`, e.g. from a shipped slim copy once the long run's checkpoints are gone) to the rows
+already in emergence.csv, after checking that its baselines are the stored ones.
 
 Writes under --results: emergence.csv (every probed cell: dataset, model, step, image_passes, timestep, layer,
 accuracy, CI), emergence_summary.csv (per dataset and checkpoint: best cell, CI, baselines, margins,
 interior-peak flag), emergence_curves_DATASET.{png,pdf,csv} and emergence_budget.{png,pdf,csv}. Usage:
 
     python bench/emergence.py [--datasets shapes textures mnist5k] [--steps 6000] [--runs DIR] [--no-train]
+    python bench/emergence.py --continued textures=RUN --probe-images 500 --timesteps 0 100 ... 900
 """
 from __future__ import annotations
 
@@ -24,7 +27,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
 
-from analysis.emergence import best_layer_curves, emergence_grid, emergence_summary  # noqa: E402
+from analysis.emergence import best_layer_curves, continued, emergence_grid, emergence_summary  # noqa: E402
 from analysis.figures import emergence_budget, emergence_curves, export_figure, export_session  # noqa: E402
 from analysis.selection import default_timesteps  # noqa: E402
 from aselect_core.train import TrainConfig, train  # noqa: E402
@@ -62,23 +65,31 @@ def main() -> None:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     ap.add_argument("--results", type=Path, default=ROOT / "bench" / "results")
+    ap.add_argument("--continued", nargs="+", default=[], metavar="DATA=RUN",
+                    help="probe RUN's checkpoints as later budgets of DATA's stored rows (a run continued with "
+                         "--init-from); trains nothing, replaces --datasets")
     args = ap.parse_args()
+    runs = dict(spec.split("=", 1) for spec in args.continued)
+    datasets = list(runs) or args.datasets
+    stored = pd.read_csv(args.results / "emergence.csv") if runs else None
 
     grids, summaries = [], []
-    for data in args.datasets:
+    for data in datasets:
         config = flagship_config(data, "uniform", args.steps, args.runs, args.recipe, args.device)
-        run = Path(config.out) if args.no_train else train(config)
+        run = Path(runs.get(data, config.out)) if runs or args.no_train else train(config)
         ts = args.timesteps or default_timesteps(config.num_timesteps)
         grid = emergence_grid(run, ts, None, args.probe_images, args.seed, device=args.device).assign(dataset=data)
+        if runs:
+            grid = continued(stored[stored.dataset == data], grid)
         summary = emergence_summary(grid).assign(dataset=data)
         print(f"\n{data} ({run}):\n{summary.to_string(index=False)}", flush=True)
         grids.append(grid)
         summaries.append(summary)
     args.results.mkdir(parents=True, exist_ok=True)
-    grid = merged(args.results / "emergence.csv", pd.concat(grids, ignore_index=True), args.datasets)
-    summary = merged(args.results / "emergence_summary.csv", pd.concat(summaries, ignore_index=True), args.datasets)
+    grid = merged(args.results / "emergence.csv", pd.concat(grids, ignore_index=True), datasets)
+    summary = merged(args.results / "emergence_summary.csv", pd.concat(summaries, ignore_index=True), datasets)
     with export_session():
-        for data in args.datasets:
+        for data in datasets:
             export_figure(*emergence_curves(best_layer_curves(grid[grid.dataset == data])), args.results,
                           f"emergence_curves_{data}", formats=("png", "pdf"))
         export_figure(*emergence_budget(summary), args.results, "emergence_budget", formats=("png", "pdf"))

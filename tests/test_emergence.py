@@ -5,7 +5,7 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from analysis.emergence import (best_layer_curves, checkpoint_budgets, emergence_grid, emergence_summary,
+from analysis.emergence import (best_layer_curves, checkpoint_budgets, continued, emergence_grid, emergence_summary,
                                 log_spaced)
 from analysis.figures import emergence_budget, emergence_curves
 
@@ -68,3 +68,17 @@ def test_interior_peak_needs_a_gain_beyond_the_ci():
     assert summary(cells(0.60, 0.80, 0.70))  # best at t = 500, and its CI is above t = 0
     assert not summary(cells(0.60, 0.62, 0.55))  # within the CI: not a peak
     assert not summary(cells(0.80, 0.60, 0.55))  # best at the smallest t
+
+
+def test_a_continued_run_extends_the_stored_grid_only_when_its_baselines_are_the_same(run):
+    stored = emergence_grid(run, [0, 900], [1], n_images=40, steps=[2], progress=False)
+    new = emergence_grid(run, [0, 900], [1], n_images=40, steps=[4], progress=False)  # as a continuation would
+    grid = continued(stored, new)
+    assert sorted(grid[grid.model == "dit"].step.unique()) == [2, 4]
+    assert len(grid) == len(stored) + len(new[new.model == "dit"])  # the baselines once
+    assert emergence_summary(grid).step.tolist() == [2, 4]
+    other = new.assign(accuracy=new.accuracy.where(new.model != "pixels", new.accuracy + 0.01))
+    with pytest.raises(ValueError, match="baselines differ from the stored ones"):
+        continued(stored, other)
+    with pytest.raises(ValueError, match=r"steps \[2\] are in the stored grid already"):
+        continued(stored, stored)
