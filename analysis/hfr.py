@@ -40,6 +40,12 @@ def radial_frequency(h: int, w: int) -> Tensor:
     return torch.sqrt(fy[:, None] ** 2 + fx[None, :] ** 2)  # (h, w)
 
 
+def check_cutoff(cutoff: float) -> None:
+    """A radius in cycles/patch inside the spectrum: [0, Nyquist·√2); a one-line ValueError otherwise."""
+    if not 0 <= cutoff < 0.5 * math.sqrt(2):
+        raise ValueError(f"cutoff: expected a radius in [0, {0.5 * math.sqrt(2):.3f}) cycles/patch, got {cutoff}")
+
+
 def high_frequency_ratio(tokens: Tensor, grid: tuple[int, int] | None = None, cutoff: float = 0.25,
                          remove_mean: bool = True) -> Tensor:
     """HFR per image of token features (B, N, D) with N = h·w patches in row-major order -> (B,) float64."""
@@ -50,8 +56,7 @@ def high_frequency_ratio(tokens: Tensor, grid: tuple[int, int] | None = None, cu
     h, w = infer_grid(N) if grid is None else grid
     if h * w != N:
         raise ValueError(f"grid: expected h*w == N={N} tokens, got grid=({h}, {w})")
-    if not 0 <= cutoff < 0.5 * math.sqrt(2):
-        raise ValueError(f"cutoff: expected a radius in [0, {0.5 * math.sqrt(2):.3f}) cycles/patch, got {cutoff}")
+    check_cutoff(cutoff)
     maps = tokens.detach().to(torch.float64).transpose(1, 2).reshape(B, D, h, w)  # (B, D, h, w)
     if remove_mean:
         maps = maps - maps.mean(dim=(-2, -1), keepdim=True)

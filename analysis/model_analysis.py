@@ -18,11 +18,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 import torch
 
 from analysis.features import probe_splits
-from analysis.pipeline import summarise
+from analysis.pipeline import selection_tables, summarise
 from analysis.probe import pixel_baseline
 from analysis.selection import options_for, select_timestep
 from aselect_core.datasets import ImageDataset
@@ -85,17 +84,14 @@ def analyze_model(model: str | Path, data: str, out: str | Path, image_size: int
                                progress=progress, device=device, schedule=schedule, **routed[m])
             for m in MODEL_METHODS}
     splits = probe_splits(dataset, n_images, seed, None, cfg["input_size"])
-    probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(sorted(set(ts))), schedule)],
-                      ignore_index=True)
-    tables = {"probe": probe, "hfr": sels["hfr"].grid, "mi": sels["mi"].grid,
-              "selection": pd.DataFrame([s.row() for s in sels.values()])}
+    tables = selection_tables(sels, pixel_baseline(splits, tuple(sorted(set(ts))), schedule))
     rd = RunDir(Path(out))
     paths = {}
     for name, df in tables.items():
         paths[name] = rd.artefact(name)
         atomic_write_parquet(paths[name], df)
     paths["summary"] = rd.artefact("summary")
-    atomic_write_json(paths["summary"], summarise(sels, probe, sels["hfr"].grid))
+    atomic_write_json(paths["summary"], summarise(sels, tables["probe"], tables["hfr"]))
     paths["model"] = rd.model_info_path
     atomic_write_json(paths["model"], {
         "model": _spec(model, path.resolve()), "name": _spec(model, Path(path.name)), "config": cfg,

@@ -1,12 +1,14 @@
 """`analyze_run`: the full analysis of one run dir, written to its `analysis/` folder (what `aselect analyze` runs).
 
-The selection methods (`analysis.selection.METHODS`, oracle first) run, then the registered analyses
+The selection methods (`analysis.selection.METHODS`, oracle first) run, each writing its registered grid
+(`analysis.grids.GRIDS`: probe, hfr, label MI) to that grid's artefact, then the registered analyses
 (`analysis.registry.ANALYSES`: immse, random_init, umap, attribution, generation, in that order), then the
 summary and, where asked, segmentation; every option keyword is routed to what declares it (`split_options`).
 Outputs (parquet unless noted), all over the same candidate timesteps (default 0, 50, ..., 950) and blocks:
 - probe.parquet      oracle probe grid (mean pooling, linear + k-NN) plus raw-pixel baseline rows (layer
                      "pixels": flattened x_t with the same images, splits and per-image noise) at each timestep
-- hfr.parquet        mean/std high-frequency ratio per (timestep, layer), from the hfr method's single pass
+- hfr.parquet        mean/std/se high-frequency ratio and its 95% interval per (timestep, layer), from the hfr
+                     method's single pass
 - mi.parquet         label MI I(y; pooled features) per (timestep, layer), from the mi method
 - immse.parquet      I(x0; x_t) per timestep by I-MMSE with the run's EMA DiT as denoiser (null class)
 - selection.parquet  one row per selection method (choice, cost, regret and cost ratio vs the oracle)
@@ -36,37 +38,19 @@ from typing import Any, Sequence
 import pandas as pd
 
 from analysis.features import probe_splits, resolve_source
-from analysis.probe import pixel_baseline
+from analysis.grids import GRIDS
+from analysis.hfr import HFR_COLUMNS
+from analysis.probe import best_cell, finite_or_none, pixel_baseline
 from analysis.registry import ANALYSES, RunContext, analysis_fields, analysis_options
 from analysis.segmentation import SEGMENTATION_IMAGES, analyze_segmentation, has_masks
 from analysis.selection import (METHODS, Selection, default_timesteps, hfr_accuracy_correlation, options_for,
                                 select_timestep)
 from aselect_core.datasets import ImageDataset
-from aselect_core.diffusion import as_time
 from aselect_core.io import atomic_write_json, atomic_write_parquet
 from aselect_core.train.rundir import RunDir
 
 METHOD_ORDER = ("oracle", "hfr", "mi", "coarse-to-fine")  # the oracle first: the others are scored against it
 TASKS = ("classification", "segmentation")  # classification: every analysis but segmentation's
-
-
-def _finite(x: float) -> float | None:
-    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
-
-
-def best_cell(grid: pd.DataFrame) -> dict[str, Any]:
-    """The most accurate cell of a probe grid with its 95% CI, and whether the runner-up lies inside that CI
-    (then the grid cannot tell the two apart on this test set)."""
-    ranked = grid.sort_values("accuracy", ascending=False, kind="stable")
-    best = ranked.iloc[0]
-    runner_up = ranked.iloc[1] if len(ranked) > 1 else None
-    return {"timestep": as_time(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
-            "accuracy_ci_low": _finite(float(best.accuracy_ci_low)),
-            "accuracy_ci_high": _finite(float(best.accuracy_ci_high)),
-            "runner_up": None if runner_up is None else {
-                "timestep": as_time(runner_up.timestep), "layer": runner_up.layer,
-                "accuracy": float(runner_up.accuracy),
-                "within_ci": bool(runner_up.accuracy >= best.accuracy_ci_low)}}
 
 
 def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.DataFrame,
@@ -77,21 +61,35 @@ def summarise(sels: dict[str, Selection], probe: pd.DataFrame, hfr_grid: pd.Data
     cells = dit.merge(hfr_grid, on=["timestep", "layer"])
     rho, p = hfr_accuracy_correlation(cells) if len(cells) >= 3 else (math.nan, math.nan)
     summary = {
-        "best": {**best_cell(dit), "knn_accuracy": _finite(float(best.knn_accuracy))},
+        "best": {**best_cell(dit), "knn_accuracy": finite_or_none(float(best.knn_accuracy))},
         "pixel_baseline": {"best_accuracy": float(pixels.accuracy.max()),
                            "accuracy_at_best_timestep": float(pixels_at_best.iloc[0])},
-        "hfr_accuracy_spearman": {"rho": _finite(rho), "p": _finite(p)},
-        "methods": {m: {"timestep": s.timestep, "layer": s.layer, "accuracy": _finite(s.accuracy_at_choice),
-                        "regret_points": _finite(s.regret), "cost_image_passes": s.cost_image_passes,
-                        "cost_ratio": _finite(s.cost_ratio), "wall_seconds": s.wall_seconds}
+        "hfr_accuracy_spearman": {"rho": finite_or_none(rho), "p": finite_or_none(p)},
+        "methods": {m: {"timestep": s.timestep, "layer": s.layer, "accuracy": finite_or_none(s.accuracy_at_choice),
+                        "regret_points": finite_or_none(s.regret), "cost_image_passes": s.cost_image_passes,
+                        "cost_ratio": finite_or_none(s.cost_ratio), "wall_seconds": s.wall_seconds}
                     for m, s in sels.items()},
     }
     if random_init is not None:
         at_best = random_init[(random_init.timestep == best.timestep) & (random_init.layer == best.layer)].accuracy
         summary["random_init_baseline"] = {
             "best_accuracy": float(random_init.accuracy.max()), "init": str(random_init.init.iloc[0]),
-            "accuracy_at_best_cell": _finite(float(at_best.iloc[0])) if len(at_best) else None}
+            "accuracy_at_best_cell": finite_or_none(float(at_best.iloc[0])) if len(at_best) else None}
     return summary
+
+
+def selection_tables(sels: dict[str, Selection], pixels: pd.DataFrame) -> dict[str, pd.DataFrame]:
+    """{artefact: table} of the selections: each method's registered grid (`Method.grid`) by that grid's artefact
+    (the first method's wins: the oracle's whole grid, not coarse-to-fine's part of it), the raw-pixel rows
+    appended to the probe grid, an empty HFR table without the hfr method (the Explorer opens on it), and
+    selection (one row per method)."""
+    tables: dict[str, pd.DataFrame] = {}
+    for m, sel in sels.items():
+        tables.setdefault(GRIDS[METHODS[m].grid].artefact, sel.grid)
+    tables["probe"] = pd.concat([tables["probe"], pixels], ignore_index=True)
+    tables.setdefault("hfr", pd.DataFrame(columns=HFR_COLUMNS))
+    tables["selection"] = pd.DataFrame([s.row() for s in sels.values()])
+    return tables
 
 
 def resolve_tasks(tasks: Sequence[str] | None, data: ImageDataset | str, image_size: int) -> tuple[str, ...]:
@@ -155,11 +153,8 @@ def analyze_run(run: str | Path, data: ImageDataset | str | None = None, timeste
     sels = {m: select_timestep(run, method=m, **common, **method_options[m]) for m in order}
 
     splits = probe_splits(data, n_images, seed, None, source.model.config["input_size"])
-    probe = pd.concat([sels["oracle"].grid, pixel_baseline(splits, tuple(ts), source.schedule)], ignore_index=True)
-    hfr_grid = sels["hfr"].grid if "hfr" in sels else pd.DataFrame(columns=["timestep", "layer", "hfr_mean"])
-    tables = {"probe": probe, "hfr": hfr_grid, "selection": pd.DataFrame([s.row() for s in sels.values()])}
-    if "mi" in sels:
-        tables["mi"] = sels["mi"].grid
+    tables = selection_tables(sels, pixel_baseline(splits, tuple(ts), source.schedule))
+    probe, hfr_grid = tables["probe"], tables["hfr"]
     ctx = RunContext(Path(run), source, data, ts, layers, n_images, seed, device, progress, sels)
     paths: dict[str, Path] = {}
     for name, analysis in ANALYSES.items():  # a table to write, the file it wrote itself, or None (skipped)

@@ -26,7 +26,7 @@ from aselect_core.model.layer_key import LayerKey
 
 DEFAULT_CS = (0.01, 0.1, 1.0)
 GRID_COLUMNS = ["timestep", "layer", "kind", "depth", "accuracy", "accuracy_ci_low", "accuracy_ci_high",
-                "cross_entropy", "knn_accuracy", "n_train", "n_test", "pooling", "C"]
+                "cross_entropy", "knn_accuracy", "knn_ci_low", "knn_ci_high", "n_train", "n_test", "pooling", "C"]
 CI_Z = 1.959963984540054  # two-sided 95% normal quantile
 
 
@@ -48,11 +48,15 @@ def _numpy(x: Tensor | np.ndarray) -> np.ndarray:
     return x.detach().cpu().numpy() if isinstance(x, Tensor) else np.asarray(x)
 
 
+def feature_stats(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per-feature mean and std of (n, D) rows, a constant feature's std 1 (so it is only centred)."""
+    std = x.std(axis=0)
+    return x.mean(axis=0), np.where(std > 1e-8, std, 1.0)
+
+
 def standardise(train_x: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
     """Centre and scale every array by the train split's per-feature mean and std (constant features -> 0)."""
-    mean = train_x.mean(axis=0)
-    std = train_x.std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0)
+    mean, std = feature_stats(train_x)
     return [((x - mean) / std).astype(np.float32) for x in (train_x, *others)]
 
 
@@ -86,9 +90,7 @@ class FittedProbe:
 def fit_probe(x: np.ndarray, y: np.ndarray, C: float = 1.0, max_iter: int = 200, tol: float = 1e-3) -> FittedProbe:
     """The one probe fit of the workbench (grid, MI probe bound, attribution): standardise x (n, D) by its own
     statistics, then a multinomial logistic regression at strength C (lbfgs, one BLAS thread)."""
-    mean, std = x.mean(axis=0), x.std(axis=0)
-    std = np.where(std > 1e-8, std, 1.0)
-    probe = FittedProbe(LogisticRegression(), mean, std)
+    probe = FittedProbe(LogisticRegression(), *feature_stats(x))
     _fit(probe.transform(x), y, C, max_iter, tol, probe.model)
     return probe
 
@@ -187,7 +189,8 @@ def wilson_interval(accuracy: float, n: int, z: float = CI_Z) -> tuple[float, fl
         return float("nan"), float("nan")
     centre = (accuracy + z * z / (2 * n)) / (1 + z * z / n)
     half = z / (1 + z * z / n) * np.sqrt(accuracy * (1 - accuracy) / n + z * z / (4 * n * n))
-    return float(max(0.0, centre - half)), float(min(1.0, centre + half))
+    # the interval always holds the estimate; min/max only undo rounding (at 0% or 100% it lands a ulp inside)
+    return float(max(0.0, min(accuracy, centre - half))), float(min(1.0, max(accuracy, centre + half)))
 
 
 def probe_row(timestep: int | float, layer: str, train_x: Tensor, train_y: Tensor, test_x: Tensor, test_y: Tensor,
@@ -196,10 +199,33 @@ def probe_row(timestep: int | float, layer: str, train_x: Tensor, train_y: Tenso
     res = linear_probe(train_x, train_y, test_x, test_y, **probe_kw)
     key = LayerKey.parse(layer)
     low, high = wilson_interval(res.accuracy, res.n_test)
+    knn_acc = knn_accuracy(train_x, train_y, test_x, test_y) if knn else float("nan")
+    knn_low, knn_high = wilson_interval(knn_acc, res.n_test) if knn else (float("nan"), float("nan"))
     return {"timestep": as_time(timestep), "layer": layer, "kind": key.kind, "depth": key.index,
             "accuracy": res.accuracy, "accuracy_ci_low": low, "accuracy_ci_high": high, "cross_entropy": res.cross_entropy,
-            "knn_accuracy": knn_accuracy(train_x, train_y, test_x, test_y) if knn else float("nan"),
+            "knn_accuracy": knn_acc, "knn_ci_low": knn_low, "knn_ci_high": knn_high,
             "n_train": res.n_train, "n_test": res.n_test, "pooling": pooling, "C": res.C}
+
+
+def best_cell(grid: pd.DataFrame) -> dict[str, Any]:
+    """The most accurate cell of a probe grid with its 95% CI, and whether the runner-up lies inside that CI
+    (then the grid cannot tell the two apart on this test set). A grid written before CIs gets Wilson's from n_test."""
+    ranked = grid.sort_values("accuracy", ascending=False, kind="stable")
+    best = ranked.iloc[0]
+    runner_up = ranked.iloc[1] if len(ranked) > 1 else None
+    low, high = ((best.accuracy_ci_low, best.accuracy_ci_high) if "accuracy_ci_low" in grid
+                 else wilson_interval(best.accuracy, int(best.n_test)))
+    return {"timestep": as_time(best.timestep), "layer": best.layer, "accuracy": float(best.accuracy),
+            "accuracy_ci_low": finite_or_none(float(low)), "accuracy_ci_high": finite_or_none(float(high)),
+            "runner_up": None if runner_up is None else {
+                "timestep": as_time(runner_up.timestep), "layer": runner_up.layer,
+                "accuracy": float(runner_up.accuracy),
+                "within_ci": bool(runner_up.accuracy >= low)}}
+
+
+def finite_or_none(x: Any) -> float | None:
+    """x when it is a finite number, else None (JSON has no NaN)."""
+    return x if isinstance(x, (int, float)) and math.isfinite(x) else None
 
 
 def probe_grid(bank, pooling: str = "mean", knn: bool = True, progress: bool = False, **probe_kw) -> pd.DataFrame:

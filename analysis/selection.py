@@ -5,6 +5,8 @@ Methods (registry `METHODS`), each counted in DiT image-passes (one image at one
   held-out accuracy. Its grid and cost are kept in the run dir (`analysis/oracle.parquet`, `oracle.json`);
   every other method's `regret` (oracle accuracy − accuracy at its choice, in accuracy points) and
   `cost_ratio` (oracle image-passes / its image-passes) are measured against them when they exist.
+  `details["runner_up"]` (also coarse-to-fine's) names the second-best cell and whether it lies within the
+  best cell's 95% CI (`within_ci`: then the test set cannot tell the two apart).
 - `hfr`: A-SelecT (arXiv 2603.25758): one pass of a small batch (`hfr_images`, default 64) over the candidate
   timesteps, no probe. Score = mean high-frequency ratio of the token maps; `layer=None` scores every block
   (one forward taps them all, so this costs nothing extra) and picks the best (timestep, layer) pair, a given
@@ -15,6 +17,8 @@ Methods (registry `METHODS`), each counted in DiT image-passes (one image at one
 - `coarse-to-fine`: probe `coarse` (default 5) evenly spread candidate timesteps, then every candidate between
   the best one's coarse neighbours; same images and probe as the oracle.
 `budget` (image-passes) caps hfr/mi's image count at budget // len(timesteps).
+Each method's `Selection.grid` is a table of a registered grid (`Method.grid`, `analysis.grids.GRIDS`), computed
+with the grid's options the method declares among its own (same names and defaults; `analysis.grids.grid_options`).
 """
 from __future__ import annotations
 
@@ -29,8 +33,9 @@ import pandas as pd
 from scipy.stats import spearmanr
 
 from analysis.features import Source, extract_features, resolve_source
-from analysis.hfr import hfr_grid
-from analysis.probe import probe_grid
+from analysis.grids import GRIDS, HFRGridOptions, LabelMIOptions, ProbeGridOptions, grid_options
+from analysis.grids import parse_options as parse_grid_options
+from analysis.probe import best_cell
 from aselect_core.datasets import ImageDataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, as_time
 from aselect_core.model.layer_key import resolve_block
@@ -111,7 +116,10 @@ class ProbeOptions:
     """Options of the probe-based methods (oracle): test images (default n_images // 2), also a k-NN probe."""
 
     n_test: int | None = None
-    knn: bool = True
+    knn: bool = ProbeGridOptions.knn
+
+    def __post_init__(self) -> None:
+        grid_options("probe", self)
 
 
 @dataclass(frozen=True)
@@ -121,19 +129,21 @@ class CoarseToFineOptions(ProbeOptions):
     coarse: int = 5
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         _at_least("coarse", self.coarse, 2, "coarse timesteps")
 
 
 @dataclass(frozen=True)
 class HFROptions:
-    """A-SelecT's one pass: HFR of `hfr_images` images' token maps, above `cutoff` cycles/patch; high or low."""
+    """A-SelecT's one pass: the HFR grid (`cutoff`, `remove_mean`) of `hfr_images` images; high or low best."""
 
     hfr_mode: str = "max"
     hfr_images: int = 64
-    cutoff: float = 0.25
-    remove_mean: bool = True  # subtract each channel's spatial mean (the DC term) before the spectrum
+    cutoff: float = HFRGridOptions.cutoff
+    remove_mean: bool = HFRGridOptions.remove_mean
 
     def __post_init__(self) -> None:
+        grid_options("hfr", self)
         if self.hfr_mode not in ("max", "min"):
             raise ValueError(f"hfr_mode: expected 'max' or 'min', got {self.hfr_mode!r}")
         _at_least("hfr_images", self.hfr_images, 2, "images")
@@ -141,39 +151,44 @@ class HFROptions:
 
 @dataclass(frozen=True)
 class MIOptions:
-    """Label MI I(y; pooled features) of `mi_images` train images with estimator `mi_method`, its 95% interval
-    from `mi_subsamples` random halves (`analysis.mi.half_sample_se`; 0 skips it)."""
+    """The label-MI grid (`mi_method`, `mi_subsamples`) of `mi_images` train images."""
 
-    mi_method: str = "latent"
+    mi_method: str = LabelMIOptions.mi_method
     mi_images: int = 256
-    mi_subsamples: int = 20
+    mi_subsamples: int = LabelMIOptions.mi_subsamples
 
     def __post_init__(self) -> None:
+        grid_options("label_mi", self)
         _at_least("mi_images", self.mi_images, 2, "images")
-        if self.mi_subsamples < 0:
-            raise ValueError(f"mi_subsamples: expected an integer >= 0, got {self.mi_subsamples}")
 
 
 def parse_options(method: str, options_type: type, kw: dict[str, Any]) -> Any:
     """kw as `options_type`; an unknown (e.g. misspelt) option is a ValueError naming it and the valid ones."""
-    valid = [f.name for f in fields(options_type)]
-    unknown = sorted(set(kw) - set(valid))
-    if unknown:
-        raise ValueError(f"{unknown[0]}: not an option of method {method!r}; expected one of {valid}")
-    return options_type(**kw)
+    return parse_grid_options(f"method {method!r}", options_type, kw)
 
 
 # -- methods ----------------------------------------------------------------------------------------------------
+def _grid(name: str, bank: Any, ctx: Context) -> pd.DataFrame:
+    """Registered grid `name` of `bank` with the grid's options among the method's (validated at entry)."""
+    return GRIDS[name].compute(bank, grid_options(name, ctx.options), ctx.seed, ctx.progress)
+
+
+def runner_up(grid: pd.DataFrame) -> dict[str, Any]:
+    """{"runner_up": the probe grid's second-best cell and whether it lies within the best one's 95% CI}: a probe
+    choice the test set cannot tell from its runner-up says so."""
+    return {"runner_up": best_cell(grid)["runner_up"]}
+
+
 def _probe_choice(ctx: Context, timesteps: list[int]) -> tuple[pd.DataFrame, int]:
     bank = ctx.features(timesteps, ctx.n_images, n_test=ctx.options.n_test)
-    return probe_grid(bank, knn=ctx.options.knn, progress=ctx.progress), bank.image_passes
+    return _grid("probe", bank, ctx), bank.image_passes
 
 
 def oracle(ctx: Context) -> Selection:
     grid, passes = _probe_choice(ctx, ctx.timesteps)
     best = _argbest(grid, "accuracy")
     return Selection("oracle", as_time(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
-                     grid=grid)
+                     details=runner_up(grid), grid=grid)
 
 
 def hfr(ctx: Context) -> Selection:
@@ -183,7 +198,7 @@ def hfr(ctx: Context) -> Selection:
     for t in ctx.timesteps:  # one timestep at a time: token maps of every layer only live this long
         bank = ctx.features([t], n, n_test=0, tokens=True, cache=False)
         passes += bank.image_passes
-        grids.append(hfr_grid(bank, cutoff=opts.cutoff, remove_mean=opts.remove_mean))
+        grids.append(_grid("hfr", bank, ctx))
     grid = pd.concat(grids, ignore_index=True)
     best = _argbest(grid, "hfr_mean", opts.hfr_mode)
     return Selection("hfr", as_time(best.timestep), best.layer, float(best.hfr_mean), passes, 0.0,
@@ -191,12 +206,10 @@ def hfr(ctx: Context) -> Selection:
 
 
 def mi(ctx: Context) -> Selection:
-    from analysis.mi import label_mi_grid
-
     opts: MIOptions = ctx.options
     n = ctx.images_for(opts.mi_images)
     bank = ctx.features(ctx.timesteps, n, n_test=0)
-    grid = label_mi_grid(bank, method=opts.mi_method, n_subsamples=opts.mi_subsamples, seed=ctx.seed)
+    grid = _grid("label_mi", bank, ctx)
     best = _argbest(grid, "mi_nats")
     return Selection("mi", as_time(best.timestep), best.layer, float(best.mi_nats), bank.image_passes, 0.0,
                      details={"mi_method": opts.mi_method, "mi_images": n, "mi_subsamples": opts.mi_subsamples},
@@ -217,20 +230,22 @@ def coarse_to_fine(ctx: Context) -> Selection:
         grid, passes = pd.concat([coarse, fine], ignore_index=True), passes + fine_passes
     best = _argbest(grid, "accuracy")
     return Selection("coarse-to-fine", as_time(best.timestep), best.layer, float(best.accuracy), passes, 0.0,
-                     details={"coarse": [cands[i] for i in coarse_idx], "fine": fine_ts}, grid=grid)
+                     details={"coarse": [cands[i] for i in coarse_idx], "fine": fine_ts, **runner_up(grid)}, grid=grid)
 
 
 @dataclass(frozen=True)
 class Method:
-    """A selection method: the function and the options dataclass its keywords are validated against."""
+    """A selection method: the function, the options dataclass its keywords are validated against, and the
+    registered grid (`analysis.grids.GRIDS`) its `Selection.grid` is a table of."""
 
     run: Callable[[Context], Selection]
     options: type
+    grid: str
 
 
 METHODS: dict[str, Method] = {
-    "oracle": Method(oracle, ProbeOptions), "hfr": Method(hfr, HFROptions), "mi": Method(mi, MIOptions),
-    "coarse-to-fine": Method(coarse_to_fine, CoarseToFineOptions)}
+    "oracle": Method(oracle, ProbeOptions, "probe"), "hfr": Method(hfr, HFROptions, "hfr"),
+    "mi": Method(mi, MIOptions, "label_mi"), "coarse-to-fine": Method(coarse_to_fine, CoarseToFineOptions, "probe")}
 
 
 def options_for(methods: list[str] | tuple[str, ...], kw: dict[str, Any]) -> dict[str, dict[str, Any]]:
@@ -327,7 +342,7 @@ def select_timestep(run: str | Path, dataset: ImageDataset | str | None = None, 
     if method == "oracle" and stored is not None and not oracle_mismatch(stored[1], setting) and use_oracle_cache:
         grid, info = stored
         sel = Selection("oracle", info["timestep"], info["layer"], info["accuracy"], info["cost_image_passes"],
-                        info["wall_seconds"], details=setting, grid=grid)
+                        info["wall_seconds"], details={**setting, **runner_up(grid)}, grid=grid)
         return score_against_oracle(sel, grid, info)
     start = time.perf_counter()
     sel = METHODS[method].run(ctx)

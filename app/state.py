@@ -18,14 +18,17 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from analysis.figures.time_axis import TimeAxis
+from analysis.grids import GRIDS
 from analysis.registry import ANALYSES
 from app import choices, jobs
 from app.serve import resolve_runs_root
 from aselect_core.diffusion import make_schedule
 from aselect_core.train.rundir import RunDir, RunInfo, artefact_ref
 
-# the artefacts a run's analyses write: the selections' tables, the registered analyses', segmentation's
-ANALYSIS_FILES = ("probe", "hfr", "mi", "selection", *(a.artefact for a in ANALYSES.values()), "segmentation")
+# the artefacts a run's analyses write: the registered grids', the selections', the registered analyses',
+# segmentation's
+ANALYSIS_FILES = (*(g.artefact for g in GRIDS.values()), "selection", *(a.artefact for a in ANALYSES.values()),
+                  "segmentation")
 DEFAULT_TIMESTEPS = list(range(0, 1000, 100))
 SEED_TABLE_ENV = "ASELECT_SEED_TABLE"
 EXPLORER = "pages/1_Timestep_explorer.py"

@@ -10,6 +10,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from analysis.probe import feature_stats
+
 
 @dataclass(frozen=True)
 class MIEstimate:
@@ -31,8 +33,8 @@ def is_discrete(y: np.ndarray) -> bool:
 
 def standardise(a: np.ndarray) -> np.ndarray:
     """(n, d) -> (n, d) with zero mean and unit variance per column; constant columns are only centred."""
-    std = a.std(axis=0)
-    return (a - a.mean(axis=0)) / np.where(std > 0, std, 1.0)
+    mean, std = feature_stats(a)
+    return (a - mean) / std
 
 
 def label_entropy(y: np.ndarray) -> float:
