@@ -456,3 +456,37 @@ def test_curves_draw_each_layer_ci_as_a_band_of_its_colour():
         y = np.concatenate([t.y for t in bands.values()])
         assert y.min() == pytest.approx(low.min()) and y.max() == pytest.approx(high.max())
     assert not [t for t in probe_curves(probe_frame())[0].data if t.fill == "toself"]  # no CI columns: no band
+
+
+def test_every_accuracy_or_mi_figure_draws_the_grids_ci():
+    """knn and HFR curves take their intervals from the grid registry; the heatmap stars the highest cell and counts
+    the cells inside its CI; the HFR scatter and the Pareto figure draw whiskers."""
+    probe = probe_frame().assign(accuracy_ci_low=lambda d: d.accuracy - 0.03, accuracy_ci_high=lambda d: d.accuracy + 0.02,
+                                 knn_ci_low=lambda d: d.knn_accuracy - 0.05, knn_ci_high=lambda d: d.knn_accuracy + 0.05)
+    hfr = hfr_frame().assign(hfr_ci_low=lambda d: d.hfr_mean - 0.01, hfr_ci_high=lambda d: d.hfr_mean + 0.01)
+    for fig in (probe_curves(probe, metric="knn_accuracy")[0], probe_curves(hfr, metric="hfr_mean")[0]):
+        assert {t.name for t in fig.data if t.fill == "toself"} == {f"{layer} CI" for layer in LAYERS}
+
+    fig, _ = probe_heatmap(probe)
+    star = [t for t in fig.data if t.name == "highest cell"]
+    dit = probe[probe.layer != "pixels"]
+    best = dit.loc[dit.accuracy.idxmax()]  # block.10 at t = 0: 0.93 [0.90, 0.95]
+    assert len(star) == 1 and (star[0].x[0], star[0].y[0]) == (best.timestep, best.layer)
+    inside = int((dit.accuracy >= best.accuracy_ci_low).sum()) - 1
+    assert fig.layout.title.text.startswith("highest accuracy 0.930 [0.900, 0.950] at t = 0, block.10")
+    assert fig.layout.title.text.endswith(f"; {inside} other cells within its 95% CI") and inside == 3
+    assert not [t for t in probe_heatmap(probe_frame())[0].data if t.name == "highest cell"]  # no CI columns: no star
+
+    fig, _ = hfr_scatter(probe, hfr)
+    points = fig.data[0]  # block.0, t ascending
+    rows = probe[probe.layer == "block.0"]
+    np.testing.assert_allclose(points.error_y.array, (rows.accuracy_ci_high - rows.accuracy).to_numpy())
+    np.testing.assert_allclose(points.error_y.arrayminus, (rows.accuracy - rows.accuracy_ci_low).to_numpy())
+    np.testing.assert_allclose(points.error_x.array, 0.01)
+    assert hfr_scatter(probe_frame(), hfr_frame())[0].data[0].error_y.array is None  # no CI columns: no whiskers
+
+    df = comparison_frame().assign(oracle_ci_low=lambda d: d.oracle_accuracy - 0.04,
+                                   oracle_ci_high=lambda d: d.oracle_accuracy + 0.01)
+    markers = [t for t in policy_pareto(df)[0].data if t.mode == "markers"]
+    assert markers and all(list(t.error_y.array) == pytest.approx([0.01]) for t in markers)
+    assert all(list(t.error_y.arrayminus) == pytest.approx([0.04]) for t in markers)

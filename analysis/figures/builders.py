@@ -24,12 +24,14 @@ from analysis.figures.theme import (FONT_SIZE, SIGNED_HEATMAP, TEMPLATE, TITLE_M
                                     layout_for, ordered_colors)
 from analysis.figures.time_axis import TimeAxis
 from analysis.frames import require_columns
+from analysis.grids import ci_columns
 from aselect_core.diffusion import as_time
 
 Built = tuple[go.Figure, pd.DataFrame]
 PIXELS = "pixels"  # the probe grid's raw-pixel baseline rows
 CHOICE_SYMBOLS = {"oracle": "star", "hfr": "diamond", "mi": "square", "coarse-to-fine": "triangle-up"}
 DATASET_SYMBOLS = ("circle", "square", "diamond", "triangle-up", "cross", "x", "star", "pentagon")
+COMPARISON_CI = {"oracle_accuracy": ("oracle_ci_low", "oracle_ci_high")}  # compare_runs' accuracy -> its 95% CI
 LOSS_COLUMN = re.compile(r"^loss_t(\d+)_(\d+)$")
 
 
@@ -111,28 +113,62 @@ def dit_cells(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | None
                              ignore_index=True)
 
 
+def ci_of(measure: str) -> tuple[str, str]:
+    """The 95% interval columns of `measure`: those a registered grid declares (`analysis.grids.ci_columns`), else
+    `{measure}_ci_low` / `{measure}_ci_high` (segmentation's, the emergence tables')."""
+    return ci_columns(measure) or (f"{measure}_ci_low", f"{measure}_ci_high")
+
+
+def _has_ci(df: pd.DataFrame, ci: tuple[str, str] | None) -> bool:
+    """Whether `df` holds both interval columns `ci`, finite in every row."""
+    return bool(ci) and set(ci) <= set(df) and bool(df[list(ci)].notna().all(axis=None))
+
+
+def _whisker(rows: pd.DataFrame, value: str, low: str, high: str) -> dict[str, Any]:
+    """A plotly error_x / error_y spec drawing each row's [low, high] interval around rows[value]."""
+    return dict(type="data", array=(rows[high] - rows[value]).to_numpy(),
+                arrayminus=(rows[value] - rows[low]).to_numpy(), thickness=0.75, width=2)
+
+
 def _per_layer(plot: Plot, cells: pd.DataFrame, x: str, y: str, band: tuple[str, str] | None = None,
-               **style: Any) -> None:
-    """One line per layer; with `band` = (low, high) columns, each layer's 95% CI as a band of its colour."""
+               whiskers: bool = False, **style: Any) -> None:
+    """One line per layer; with `band` = (low, high) columns, each layer's 95% CI as a band of its colour; with
+    `whiskers`, each point's 95% CI on x and y (`ci_of`, where the cells hold it) as whiskers instead."""
     layers = ordered(cells.layer)
-    keep = list(dict.fromkeys(["timestep", "layer", x, y]))
-    band = band if band and set(band) <= set(cells) and cells[list(band)].notna().all(axis=None) else None
+    band = band if _has_ci(cells, band) else None
+    errors = {axis: ci_of(col) for axis, col in (("x", x), ("y", y)) if whiskers and _has_ci(cells, ci_of(col))}
+    keep = list(dict.fromkeys(["timestep", "layer", x, y, *(band or ()), *(c for ci in errors.values() for c in ci)]))
     for layer, color in zip(layers, ordered_colors(len(layers))):
         rows = cells[cells.layer == layer]
         if band:
-            _band(plot, rows[[*keep, *band]], x, *band, f"{layer} CI", color)
-        plot.line(rows[keep], x, y, str(layer), line_color=color, marker_color=color, **style)
+            _band(plot, rows[keep], x, *band, f"{layer} CI", color)
+        bars = {f"error_{axis}": _whisker(rows, col, *errors[axis]) for axis, col in (("x", x), ("y", y))
+                if axis in errors}
+        plot.line(rows[keep], x, y, str(layer), line_color=color, marker_color=color, **bars, **style)
 
 
 # -- probes ----------------------------------------------------------------------------------------------------
 def probe_heatmap(probe: pd.DataFrame, metric: str = "accuracy", pooling: str | None = None, size: str = "one",
                   height: int | None = None, time_axis: TimeAxis = TimeAxis()) -> Built:
-    """Held-out probe accuracy over timestep (x) × layer (y): where in the DiT the label is readable."""
+    """Held-out probe accuracy (or another measure of a grid) over timestep (x) × layer (y): where in the DiT the
+    label is readable. Where the grid holds the measure's 95% CI (`ci_of`), the highest cell is starred and the
+    title gives its CI and how many cells lie inside it (cells the test set cannot tell from it)."""
     cells = dit_cells(probe, metric, pooling)
     plot = Plot(new_figure(size, height))
     plot.heatmap(cells[["timestep", "layer", metric]], "timestep", "layer", metric, metric,
                  colorbar_title_text=metric.replace("_", " "))
     plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title="layer")
+    low, high = ci_of(metric)
+    if _has_ci(cells, (low, high)):
+        top = cells.loc[[cells[metric].idxmax()]]
+        plot.line(top[["timestep", "layer", metric, low, high]], "timestep", "layer", "highest cell", mode="markers",
+                  marker=dict(symbol="star", size=10, color="white", line=dict(width=0.75, color="black")),
+                  showlegend=False)
+        best = top.iloc[0]
+        inside = int((cells[metric] >= best[low]).sum()) - 1
+        plot.fig.update_layout(title_text=f"highest {metric.replace('_', ' ')} {best[metric]:.3f} [{best[low]:.3f}, "
+                                          f"{best[high]:.3f}] at t = {best.timestep}, {best.layer}; {inside} other "
+                                          f"cell{'s' * (inside != 1)} within its 95% CI", margin_t=TITLE_MARGIN)
     return plot.result()
 
 
@@ -165,8 +201,7 @@ def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, met
     dashed; the methods' choices marked."""
     cells = dit_cells(probe, metric, pooling)
     plot = Plot(new_figure(size, height))
-    _per_layer(plot, cells, "timestep", metric, (f"{metric}_ci_low", f"{metric}_ci_high"), mode="lines+markers",
-               marker_size=3, line_width=1)
+    _per_layer(plot, cells, "timestep", metric, ci_of(metric), mode="lines+markers", marker_size=3, line_width=1)
     pixels = probe[probe.layer == PIXELS].dropna(subset=[metric]).sort_values("timestep")
     if len(pixels):
         plot.line(pixels[["timestep", "layer", metric]], "timestep", metric, "raw pixels", mode="lines",
@@ -188,14 +223,16 @@ def probe_curves(probe: pd.DataFrame, selection: pd.DataFrame | None = None, met
 
 def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy", pooling: str | None = None,
                 size: str = "one", height: int | None = None) -> Built:
-    """Each (timestep, layer) cell's mean high-frequency ratio vs its probe accuracy; Spearman ρ in the title."""
+    """Each (timestep, layer) cell's mean high-frequency ratio vs its probe accuracy, each with its 95% CI as
+    whiskers where the grids hold them; Spearman ρ in the title."""
     require_columns(hfr, ["timestep", "layer", "hfr_mean"], "hfr")
-    cells = dit_cells(probe, metric, pooling)[["timestep", "layer", metric]]
-    cells = _finite(cells.merge(hfr[["timestep", "layer", "hfr_mean"]], on=["timestep", "layer"]),
-                    ["hfr_mean"], "hfr (cells shared with probe)")
+    cells = dit_cells(probe, metric, pooling)
+    cells = cells[["timestep", "layer", metric, *(c for c in ci_of(metric) if c in cells)]]
+    cells = _finite(cells.merge(hfr[["timestep", "layer", "hfr_mean", *(c for c in ci_of("hfr_mean") if c in hfr)]],
+                                on=["timestep", "layer"]), ["hfr_mean"], "hfr (cells shared with probe)")
     rho = spearmanr(cells.hfr_mean, cells[metric]).statistic if len(cells) >= 3 else math.nan
     plot = Plot(new_figure(size, height))
-    _per_layer(plot, cells, "hfr_mean", metric, mode="markers", marker_size=5)
+    _per_layer(plot, cells, "hfr_mean", metric, whiskers=True, mode="markers", marker_size=5)
     rho_text = f"{rho:.2f}" if math.isfinite(rho) else "n/a"
     plot.fig.update_layout(title_text=f"Spearman ρ = {rho_text} (n = {len(cells)})", margin_t=TITLE_MARGIN,
                            xaxis_title="high-frequency ratio (mean)", yaxis_title=f"probe {metric}")
@@ -210,7 +247,7 @@ def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None,
     require_columns(mi, ["timestep", "layer", "mi_nats"], "mi")
     cells = _finite(mi, ["mi_nats"], "mi").sort_values(["layer", "timestep"], ignore_index=True)
     plot = Plot(new_figure(size, height))
-    _per_layer(plot, cells, "timestep", "mi_nats", ("mi_ci_low", "mi_ci_high"), mode="lines+markers", marker_size=3,
+    _per_layer(plot, cells, "timestep", "mi_nats", ci_of("mi_nats"), mode="lines+markers", marker_size=3,
                line_width=1)
     method = f" ({mi.method.iloc[0]})" if "method" in mi and mi.method.nunique() == 1 else ""
     plot.fig.update_layout(**time_axis.layout(cells.timestep), yaxis_title=f"I(y; features) [nats]{method}")
@@ -311,11 +348,14 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
                   size: str = "one", height: int | None = None,
                   cost_title: str = "training cost [image-passes]") -> Built:
     """Accuracy vs counted training cost (or any lower-is-better `cost`) of `analysis.compare.compare_runs` rows,
-    one marker per policy × dataset, each dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
+    one marker per policy × dataset with the oracle accuracy's 95% CI as whiskers (where the rows hold it), each
+    dataset's Pareto front (`analysis.compare.pareto_front`) dotted."""
     require_columns(comparison, ["policy", "dataset", accuracy, cost], "comparison")
     rows = _finite(comparison, [accuracy, cost], "comparison")
     on_front = pareto_front(rows, cost, accuracy)
-    keep = [c for c in ("run", "policy", "dataset", cost, accuracy) if c in rows]
+    ci = COMPARISON_CI.get(accuracy)
+    ci = ci if ci and set(ci) <= set(rows) else None
+    keep = [c for c in ("run", "policy", "dataset", cost, accuracy, *(ci or ())) if c in rows]
     policies, datasets = ordered(rows.policy), ordered(rows.dataset)
     color = dict(zip(policies, colors(len(policies))))
     symbol = {d: DATASET_SYMBOLS[i % len(DATASET_SYMBOLS)] for i, d in enumerate(datasets)}
@@ -329,8 +369,9 @@ def policy_pareto(comparison: pd.DataFrame, accuracy: str = "oracle_accuracy", c
         for dataset in datasets:
             group = rows[(rows.policy == policy) & (rows.dataset == dataset)]
             if len(group):
+                bars = {"error_y": _whisker(group, accuracy, *ci)} if ci else {}
                 plot.line(group[keep], cost, accuracy, f"{policy} · {dataset}", mode="markers",
-                          marker=dict(color=color[policy], symbol=symbol[dataset], size=7))
+                          marker=dict(color=color[policy], symbol=symbol[dataset], size=7), **bars)
     plot.fig.update_layout(xaxis_title=cost_title, yaxis_title=accuracy.replace("_", " "),
                            legend_entrywidth=0.5)  # "policy · dataset" entries are long: two per row
     return plot.result()
@@ -386,9 +427,7 @@ def emergence_budget(summary: pd.DataFrame, size: str = "one", height: int | Non
     for dataset, color in zip(datasets, colors(len(datasets))):
         rows = summary[summary.dataset == dataset].sort_values("image_passes")
         plot.line(rows, "image_passes", "accuracy", dataset, mode="lines+markers", marker_size=5,
-                  line=dict(color=color, width=1),
-                  error_y=dict(type="data", array=(rows.accuracy_ci_high - rows.accuracy).to_numpy(),
-                               arrayminus=(rows.accuracy - rows.accuracy_ci_low).to_numpy(), thickness=0.75, width=2))
+                  line=dict(color=color, width=1), error_y=_whisker(rows, "accuracy", *ci_of("accuracy")))
         span = rows.iloc[[0, -1]]
         for column, dash in (("pixels", "dash"), ("random_init", "dot")):
             plot.line(span, "image_passes", column, f"{dataset} {column.replace('_', '-')}", mode="lines",
