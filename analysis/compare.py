@@ -10,7 +10,8 @@
                               raw-pixel baseline accuracy (rows with layer "pixels")
 - analysis/selection.parquet  each selection method's choice (default: hfr), the probe accuracy there, regret
                               (points), its cost in image-passes, the oracle's cost and their ratio
-- analysis/summary.json       the oracle accuracy's 95% CI and the random-init DiT baseline (when analysed)
+- analysis/summary.json       the oracle accuracy's 95% CI, whether the runner-up cell lies inside it (then the
+                              oracle's choice is not resolved by the test set) and the random-init DiT baseline
 - analysis/generation.json    Fréchet distance / KID of samples in the domain classifier's features (optional)
 Absent files leave their columns NaN and are named in `missing` (e.g. a run not analysed yet); files that are
 present but unreadable or malformed are named, with the reason, in `status` ("ok" otherwise), so one broken run
@@ -36,7 +37,7 @@ METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy
                  "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
                "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_ci_low", "oracle_ci_high",
-               "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy", "fd", "fd_floor", "kid",
+               "oracle_runner_up_within_ci", "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy", "fd", "fd_floor", "kid",
                "kid_ci_low", "kid_ci_high", "classifier_accuracy"]
 
 
@@ -93,8 +94,10 @@ def _summary(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:
     except (KeyError, TypeError) as e:
         raise RunTableError(f"{SUMMARY}: expected a JSON object with a 'best' cell ({e})") from None
     random_init = summary.get("random_init_baseline") or {}
+    runner_up = best.get("runner_up") or {}
     return {"oracle_ci_low": best.get("accuracy_ci_low", math.nan), "oracle_ci_high": best.get("accuracy_ci_high",
-            math.nan), "random_init_accuracy": random_init.get("best_accuracy", math.nan)}
+            math.nan), "oracle_runner_up_within_ci": runner_up.get("within_ci", math.nan),
+            "random_init_accuracy": random_init.get("best_accuracy", math.nan)}
 
 
 def _generation(rd: RunDir, methods: Sequence[str]) -> dict[str, Any]:

@@ -125,8 +125,18 @@ def _cell(entry: Mapping[str, Any] | None) -> str:
     return f"t={entry['timestep']} · {entry['layer']}" if entry else MISSING
 
 
+def _runner_up(best: Mapping[str, Any]) -> str:
+    """' (runner-up t=… · block.i inside)' when the summary names the oracle's runner-up cell, saying whether it
+    lies inside the best cell's 95% CI (then the test set does not settle the choice); '' otherwise."""
+    runner_up = best.get("runner_up")
+    if not runner_up:
+        return ""
+    return f" (runner-up {_cell(runner_up)} {'inside' if runner_up['within_ci'] else 'outside'})"
+
+
 def answer_row(summary: Mapping[str, Any] | None) -> dict[str, str]:
-    """The answer columns (ANSWER_COLUMNS) of a run's summary.json: the oracle cell with its accuracy and 95% CI,
+    """The answer columns (ANSWER_COLUMNS) of a run's summary.json: the oracle cell with its accuracy and 95% CI
+    (and whether its runner-up cell lies inside that CI),
     the raw-pixel and random-init DiT baselines (best over their grids), the HFR and MI choices with their regret
     in accuracy points, the best segmentation cell with its mIoU beside the pixels' (datasets with masks); MISSING
     for what the summary lacks (older runs have no CI or random-init baseline)."""
@@ -135,7 +145,7 @@ def answer_row(summary: Mapping[str, Any] | None) -> dict[str, str]:
     low, high = best.get("accuracy_ci_low"), best.get("accuracy_ci_high")
     methods = summary.get("methods") or {}
     row = {"oracle (t, layer)": _cell(best), "accuracy": _number(best.get("accuracy")),
-           "95% CI": MISSING if low is None or high is None else f"{low:.3f}–{high:.3f}",
+           "95% CI": MISSING if low is None or high is None else f"{low:.3f}–{high:.3f}" + _runner_up(best),
            "pixels": _number((summary.get("pixel_baseline") or {}).get("best_accuracy")),
            "random init": _number((summary.get("random_init_baseline") or {}).get("best_accuracy"))}
     for method in ("hfr", "mi"):

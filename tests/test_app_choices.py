@@ -106,3 +106,11 @@ def test_framed_keeps_frames_and_ticks_inside():
 def test_server_hides_the_deploy_button():
     flags = command(8501)
     assert flags[flags.index("--client.toolbarMode") + 1] == "minimal"
+
+
+def test_answer_row_says_whether_the_oracles_runner_up_is_inside_its_ci():
+    runner_up = {"timestep": 100, "layer": "block.2", "accuracy": 0.8, "within_ci": True}
+    row = choices.answer_row({**SUMMARY, "best": {**SUMMARY["best"], "runner_up": runner_up}})
+    assert row["95% CI"] == "0.780–0.840 (runner-up t=100 · block.2 inside)"
+    apart = {**SUMMARY, "best": {**SUMMARY["best"], "runner_up": {**runner_up, "accuracy": 0.7, "within_ci": False}}}
+    assert choices.answer_row(apart)["95% CI"] == "0.780–0.840 (runner-up t=100 · block.2 outside)"

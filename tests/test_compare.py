@@ -128,3 +128,16 @@ def test_run_dir_resolves_every_artefact_by_name(tmp_path):
     assert artefact_ref("attribution") == "analysis/attribution.npz" and len(set(ARTEFACTS.values())) == len(ARTEFACTS)
     with pytest.raises(ValueError, match="artefact: expected one of probe, random_init, .*, got 'prob'"):
         rd.artefact("prob")
+
+
+def test_summary_reader_carries_whether_the_oracles_runner_up_is_inside_its_ci(tmp_path):
+    from analysis.compare import _summary
+
+    rd = RunDir(tmp_path)
+    rd.artefact("summary").parent.mkdir(parents=True)
+    best = {"accuracy": 0.8, "accuracy_ci_low": 0.75, "accuracy_ci_high": 0.84,
+            "runner_up": {"timestep": 0, "layer": "block.1", "accuracy": 0.77, "within_ci": True}}
+    rd.artefact("summary").write_text(json.dumps({"best": best}))
+    assert _summary(rd, ())["oracle_runner_up_within_ci"] is True
+    rd.artefact("summary").write_text(json.dumps({"best": {"accuracy": 0.8}}))  # older: no runner-up recorded
+    assert math.isnan(_summary(rd, ())["oracle_runner_up_within_ci"])
