@@ -236,3 +236,15 @@ def test_forward_matches_an_independent_reference_implementation(name, size, cha
         taps = ours.forward_features(x, t, y, layers=[1, c["depth"] - 1])
         for depth in (1, c["depth"] - 1):
             torch.testing.assert_close(taps[f"block.{depth}"], ref.features(x, t, y, depth + 1), rtol=1e-4, atol=1e-5)
+
+
+def test_branch_taps_leave_the_residual_stream_unchanged():
+    """The stream is one fused x + gate * branch per branch whether or not the gated branches are tapped, so
+    asking for "attn"/"mlp" changes no "block" feature (bit for bit) and forward_features matches forward."""
+    model = tiny()
+    x, t, y = inputs()
+    with torch.no_grad():
+        plain = model.forward_features(x, t, y, layers=[2, 5])
+        tapped = model.forward_features(x, t, y, layers=[2, 5], kinds=("block", "attn", "mlp"))
+    assert all(torch.equal(plain[k], tapped[k]) for k in plain)
+    assert set(tapped) - set(plain) == {"block.2.attn", "block.2.mlp", "block.5.attn", "block.5.mlp"}

@@ -23,8 +23,8 @@ FEATURE_KINDS = ("embed", *BLOCK_KINDS)  # the kinds `DiT.forward_features` acce
 
 
 def modulate(x: Tensor, shift: Tensor, scale: Tensor) -> Tensor:
-    """adaLN: x (B, N, D) scaled and shifted per sample by shift, scale (B, D)."""
-    return x * (1 + scale.unsqueeze(1)) + shift.unsqueeze(1)
+    """adaLN: x (B, N, D) scaled and shifted per sample by shift, scale (B, D), in one fused multiply-add pass."""
+    return torch.addcmul(shift.unsqueeze(1), x, 1 + scale.unsqueeze(1))  # (B, N, D)
 
 
 def timestep_embedding(t: Tensor, dim: int, max_period: float = 10000.0, freq_shift: float = 0.0) -> Tensor:
@@ -160,19 +160,25 @@ class DiTBlock(nn.Module):
         self.mlp = Mlp(hidden_size, int(hidden_size * mlp_ratio))
         self.adaLN_modulation = nn.Sequential(nn.SiLU(), nn.Linear(hidden_size, 6 * hidden_size))
 
-    def forward_parts(self, x: Tensor, c: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+    def forward_parts(self, x: Tensor, c: Tensor, branches: bool = True
+                      ) -> tuple[Tensor | None, Tensor | None, Tensor]:
         """(gated attention branch, gated MLP branch, output residual stream), each (B, N, D).
 
-        output = x + attn_branch + mlp_branch, where mlp_branch is computed from x + attn_branch.
+        output = x + attn_branch + mlp_branch, where mlp_branch is computed from x + attn_branch. The stream is
+        updated by a fused x + gate * branch; the gated branches cost a multiply each, so are None unless
+        `branches` (up to rounding, the stream equals the sum of the returned parts).
         """
         shift_msa, scale_msa, gate_msa, shift_mlp, scale_mlp, gate_mlp = self.adaLN_modulation(c).chunk(6, dim=1)
-        attn = gate_msa.unsqueeze(1) * self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, D)
-        x = x + attn
-        mlp = gate_mlp.unsqueeze(1) * self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D)
-        return attn, mlp, x + mlp
+        attn_out = self.attn(modulate(self.norm1(x), shift_msa, scale_msa))  # (B, N, D), before the gate
+        x = torch.addcmul(x, gate_msa.unsqueeze(1), attn_out)  # (B, N, D)
+        mlp_out = self.mlp(modulate(self.norm2(x), shift_mlp, scale_mlp))  # (B, N, D), before the gate
+        out = torch.addcmul(x, gate_mlp.unsqueeze(1), mlp_out)  # (B, N, D)
+        if not branches:
+            return None, None, out
+        return gate_msa.unsqueeze(1) * attn_out, gate_mlp.unsqueeze(1) * mlp_out, out
 
     def forward(self, x: Tensor, c: Tensor) -> Tensor:
-        return self.forward_parts(x, c)[2]
+        return self.forward_parts(x, c, branches=False)[2]
 
 
 class FinalLayer(nn.Module):
@@ -324,8 +330,9 @@ class DiT(nn.Module):
         wanted = set(self.resolve_layers(layers)) if block_kinds else set()
         h, c = self.embed(x, t, y)
         feats = {"embed": h} if "embed" in kinds else {}
+        branches = bool({"attn", "mlp"} & set(block_kinds))
         for i in range(max(wanted, default=-1) + 1):
-            attn, mlp, h = self.blocks[i].forward_parts(h, c)
+            attn, mlp, h = self.blocks[i].forward_parts(h, c, branches and i in wanted)
             if i in wanted:
                 parts = {"block": h, "attn": attn, "mlp": mlp}
                 feats.update({str(LayerKey.block(i, kind)): parts[kind] for kind in block_kinds})
