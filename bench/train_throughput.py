@@ -7,7 +7,7 @@ same weights loaded into both (outputs checked equal first), in interleaved roun
 per mode (train step, feature extraction through every block) and config (`SIDE_BY_SIDE`). Usage:
 
     python bench/train_throughput.py [--configs DiT-T/4 DiT-S/4] [--batch-size 128] [--steps 10] [--profile]
-    python bench/train_throughput.py --versus-reference [--rounds 7] [--batch-size 64]
+    python bench/train_throughput.py --versus-reference [--rounds 7] [--batch-size 64] [--threads 1] [--pairs ...]
 """
 from __future__ import annotations
 
@@ -146,14 +146,14 @@ def side_by_side(name: str, size: int, channels: int, batch: int, rounds: int) -
     return ratios | {f"{impl}_{mode}_img_s": batch / med[(impl, mode)] for impl, mode in med}
 
 
-def versus_reference(batch: int, rounds: int) -> None:
+def versus_reference(batch: int, rounds: int, labels: list[str]) -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, batch {batch}, {rounds} interleaved rounds; "
           "ratio = reference seconds / project seconds (> 1: the project is faster); float32 (results unchanged) "
           "and the opt-in --precision bf16 (CPU autocast)")
     print(f"{'config':20} {'train':>6} {'extract':>7} {'train bf16':>10} {'extract bf16':>12} {'ours train':>10} "
           f"{'ref train':>9} {'ours extr':>9} {'ref extr':>8}  [ratios; img/s]")
-    for label, (name, size, channels) in SIDE_BY_SIDE.items():
-        r = side_by_side(name, size, channels, batch, rounds)
+    for label in labels:
+        r = side_by_side(*SIDE_BY_SIDE[label], batch, rounds)
         print(f"{label:20} {r['train_ratio']:6.2f} {r['extract_ratio']:7.2f} {r['train_ratio_bf16']:10.2f} "
               f"{r['extract_ratio_bf16']:12.2f} {r['ours_train_img_s']:10.1f} {r['reference_train_img_s']:9.1f} "
               f"{r['ours_extract_img_s']:9.1f} {r['reference_extract_img_s']:8.1f}")
@@ -168,9 +168,16 @@ def main() -> None:
     p.add_argument("--profile", action="store_true", help="print torch.profiler's top ops for each training step")
     p.add_argument("--versus-reference", action="store_true", help="time against bench/reference_dit.py instead")
     p.add_argument("--rounds", type=int, default=7, help="interleaved rounds of --versus-reference")
+    p.add_argument("--pairs", nargs="+", choices=list(SIDE_BY_SIDE), default=list(SIDE_BY_SIDE),
+                   help="the --versus-reference configs to time (default: all)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch threads (default: torch's, one per core); 1 on cores shared with other jobs, where "
+                        "OpenMP threads wait on each other and steps slow several-fold and erratically")
     args = p.parse_args()
+    if args.threads is not None:
+        torch.set_num_threads(args.threads)
     if args.versus_reference:
-        versus_reference(args.batch_size, args.rounds)
+        versus_reference(args.batch_size, args.rounds, args.pairs)
         return
 
     torch.manual_seed(0)
