@@ -458,6 +458,17 @@ def test_curves_draw_each_layer_ci_as_a_band_of_its_colour():
     assert not [t for t in probe_curves(probe_frame())[0].data if t.fill == "toself"]  # no CI columns: no band
 
 
+def test_immse_curve_draws_its_bootstrap_interval_and_old_tables_without_it():
+    immse = immse_frame().assign(mi_ci_low=lambda d: 0.8 * d.mi_nats, mi_ci_high=lambda d: 1.3 * d.mi_nats)
+    fig, data = immse_curve(immse)
+    (band,) = [t for t in fig.data if t.fill == "toself"]
+    assert band.name == "95% CI" and fig.layout.yaxis.type == "log"
+    np.testing.assert_allclose(sorted(band.y), sorted([*immse.mi_ci_low, *immse.mi_ci_high]))
+    assert {"mi_ci_low", "mi_ci_high"} <= set(data.columns) and fig.data[-1].name == "I(x₀; x_t)"
+    old, _ = immse_curve(immse_frame())  # an immse.parquet written before the interval: the curve alone
+    assert [t.name for t in old.data] == ["I(x₀; x_t)"]
+
+
 def test_every_accuracy_or_mi_figure_draws_the_grids_ci():
     """knn and HFR curves take their intervals from the grid registry; the heatmap stars the highest cell and counts
     the cells inside its CI; the HFR scatter and the Pareto figure draw whiskers."""

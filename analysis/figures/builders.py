@@ -256,10 +256,14 @@ def mi_curves(mi: pd.DataFrame, size: str = "one", height: int | None = None,
 
 def immse_curve(immse: pd.DataFrame, size: str = "one", height: int | None = None,
                 time_axis: TimeAxis = TimeAxis()) -> Built:
-    """I(x₀; x_t) vs timestep by the I-MMSE relation: how much of the image survives the noise at t."""
+    """I(x₀; x_t) vs timestep by the I-MMSE relation: how much of the image survives the noise at t, with its 95%
+    bootstrap interval as a band where the table holds one (immse.parquet files older than it do not)."""
     require_columns(immse, ["timestep", "mi_nats"], "immse")
     rows = _finite(immse, ["mi_nats"], "immse").sort_values("timestep", ignore_index=True)
     plot = Plot(new_figure(size, height))
+    band = ci_of("mi_nats")
+    if _has_ci(rows, band):
+        _band(plot, rows[["timestep", "mi_nats", *band]], "timestep", *band, "95% CI", "black")
     plot.line(rows[[c for c in ("timestep", "snr", "mmse", "mi_nats") if c in rows]], "timestep", "mi_nats",
               "I(x₀; x_t)", mode="lines+markers", marker_size=3, line_width=1, line_color="black")
     plot.fig.update_layout(**time_axis.layout(rows.timestep),
