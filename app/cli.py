@@ -8,7 +8,8 @@ from __future__ import annotations
 import argparse
 import subprocess
 import sys
-from typing import Callable
+from dataclasses import fields
+from typing import Any, Callable, Mapping
 
 Command = tuple[Callable[[argparse.ArgumentParser], None], Callable[[argparse.Namespace], int], str]
 COMMANDS: dict[str, Command] = {}
@@ -85,8 +86,17 @@ def _name_list(text: str) -> list[str]:
     return [v.strip() for v in text.split(",") if v.strip()]
 
 
+def registered_options(registry: Mapping[str, Any]) -> str:
+    """'name: field, field; ...' — each registry entry's option names (the fields of its `.options` dataclass), so
+    `--option`'s help lists what the registries accept (a selection method's include its grid's)."""
+    return "; ".join(f"{name}: {', '.join(f.name for f in fields(entry.options))}" for name, entry in registry.items())
+
+
 # -- analyze --------------------------------------------------------------------------------------------------
 def _analyze_args(p: argparse.ArgumentParser) -> None:
+    from analysis.registry import ANALYSES
+    from analysis.selection import METHODS
+
     p.add_argument("run", nargs="?", help="run dir (or give --model and --out instead)")
     p.add_argument("--model", help="a model file or folder to analyse without a run dir (official DiT .pt, "
                    "diffusers DiT / DiTPipeline folder, this project's checkpoint, sit:PATH for a SiT); "
@@ -102,8 +112,9 @@ def _analyze_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="selection-method option (repeatable), routed to the methods that declare it, "
-                        "e.g. --option hfr_mode=min --option mi_images=512")
+                   help="option of a selection method or (for a RUN) an analysis (repeatable), routed to those "
+                        f"that declare it; unknown ones are refused. Methods: {registered_options(METHODS)}. "
+                        f"Analyses: {registered_options(ANALYSES)}. E.g. --option hfr_mode=min")
     p.add_argument("--generation", type=int, default=0, metavar="N",
                    help="also sample N images (DDIM, 50 steps) and score them: analysis/generation.json")
     p.add_argument("--attribution-images", type=int, default=0,
@@ -155,7 +166,8 @@ def _select_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--seed", type=int, default=0, help="seed of the image subset and the per-image noise")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
     p.add_argument("--option", action="append", default=[], metavar="KEY=VALUE",
-                   help="option of the method (repeatable), e.g. --option hfr_mode=min; unknown ones are refused")
+                   help="option of the methods (repeatable); unknown ones are refused. "
+                        f"{registered_options(METHODS)}. E.g. --option hfr_mode=min")
 
 
 @command("select", "pick the informative (timestep, layer) of a run; prints the selection table", _select_args)

@@ -2,6 +2,8 @@
 train → analyze → select round on a tiny run."""
 from __future__ import annotations
 
+import argparse
+
 import pytest
 
 from aselect_core.train import RunDir
@@ -14,6 +16,21 @@ def test_every_subcommand_has_help(name, capsys):
         main([name, "--help"])
     assert exc.value.code == 0
     assert "usage: aselect" in capsys.readouterr().out
+
+
+def test_option_help_names_every_registered_option():
+    from dataclasses import fields
+
+    from analysis.registry import ANALYSES
+    from analysis.selection import METHODS
+    from app.cli import build_parser
+
+    subs = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction)).choices
+    help_of = {name: next(a.help for a in subs[name]._actions if a.dest == "option") for name in ("analyze", "select")}
+    for registry, commands in ((METHODS, ("analyze", "select")), (ANALYSES, ("analyze",))):
+        for name, entry in registry.items():
+            declared = f"{name}: {', '.join(f.name for f in fields(entry.options))}"
+            assert all(declared in help_of[c] for c in commands), (declared, commands)
 
 
 def test_datasets_lists_embedded_data(capsys):
