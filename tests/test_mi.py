@@ -9,7 +9,8 @@ import pytest
 import torch
 from scipy.special import logsumexp
 
-from analysis.mi import IMMSE_COLUMNS, MI_COLUMNS, estimate_mi, estimate_mi_detailed, half_sample_se, label_mi_grid, mi_x0_xt
+from analysis.mi import (IMMSE_COLUMNS, MI_COLUMNS, estimate_mi, estimate_mi_detailed, half_sample_se,
+                         label_mi_grid, mi_x0_xt)
 from aselect_core.diffusion import NoiseSchedule
 
 
