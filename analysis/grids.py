@@ -3,9 +3,10 @@
 Every `Grid` takes a FeatureBank and a frozen options dataclass (validated at entry by `run_grid`: an unknown or
 misspelt option is a ValueError naming it and listing the valid ones, a bad value one naming the field) and
 returns one table format: a row per (timestep, layer) cell, each measure it declares beside its 95% interval
-columns (`Grid.measures`: measure -> (low, high)), written to the artefact `RunDir.artefact` resolves. The
-selection methods (`analysis.selection.METHODS`) compute their grids through it, the pipeline writes them by their
-declared artefact, and the figures find a measure's interval with `ci_columns`.
+columns (`Grid.measures`: measure -> `Measure(label, (low, high))`), written to the artefact `RunDir.artefact`
+resolves. The selection methods (`analysis.selection.METHODS`) compute their grids through it, the pipeline
+writes them by their declared artefact, the figures find a measure's interval with `ci_columns`, and the app's
+Explorer offers every measure (`app.choices.measure_choices`).
 """
 from __future__ import annotations
 
@@ -89,21 +90,39 @@ def _label_mi(bank: Any, opts: LabelMIOptions, seed: int, progress: bool) -> pd.
 
 
 @dataclass(frozen=True)
-class Grid:
-    """A registered grid: `compute(bank, options, seed, progress)`, its options dataclass, the artefact its table
-    is written to, and its measures, each with the columns of its 95% interval."""
+class Measure:
+    """A measure column of a table: its name on screen and the columns of its 95% interval (low, high)."""
+
+    label: str
+    ci: tuple[str, str]
+
+
+@dataclass(frozen=True)
+class Table:
+    """A table artefact with a row per (timestep, layer) cell and the measures it holds (what the app's Explorer
+    offers): the registered grids, and `analysis.segmentation.SEGMENTATION`, computed from a run, not a bank."""
+
+    artefact: str
+    measures: dict[str, Measure]
+
+
+@dataclass(frozen=True)
+class Grid(Table):
+    """A registered grid: a `Table` computed by `compute(bank, options, seed, progress)` under its options
+    dataclass."""
 
     compute: Callable[[Any, Any, int, bool], pd.DataFrame]
     options: type
-    artefact: str
-    measures: dict[str, tuple[str, str]]
 
 
 GRIDS: dict[str, Grid] = {
-    "probe": Grid(_probe, ProbeGridOptions, "probe", {"accuracy": ("accuracy_ci_low", "accuracy_ci_high"),
-                                                      "knn_accuracy": ("knn_ci_low", "knn_ci_high")}),
-    "hfr": Grid(_hfr, HFRGridOptions, "hfr", {"hfr_mean": ("hfr_ci_low", "hfr_ci_high")}),
-    "label_mi": Grid(_label_mi, LabelMIOptions, "mi", {"mi_nats": ("mi_ci_low", "mi_ci_high")}),
+    "probe": Grid("probe", {"accuracy": Measure("probe accuracy", ("accuracy_ci_low", "accuracy_ci_high")),
+                            "knn_accuracy": Measure("k-NN accuracy", ("knn_ci_low", "knn_ci_high"))},
+                  _probe, ProbeGridOptions),
+    "hfr": Grid("hfr", {"hfr_mean": Measure("high-frequency ratio", ("hfr_ci_low", "hfr_ci_high"))}, _hfr,
+                HFRGridOptions),
+    "label_mi": Grid("mi", {"mi_nats": Measure("label MI I(y; features)", ("mi_ci_low", "mi_ci_high"))}, _label_mi,
+                     LabelMIOptions),
 }
 
 
@@ -133,4 +152,4 @@ def run_grid(name: str, bank: Any, *, seed: int = 0, progress: bool = False, **o
 
 def ci_columns(measure: str) -> tuple[str, str] | None:
     """The (low, high) 95% interval columns a registered grid declares for `measure`, or None."""
-    return next((g.measures[measure] for g in GRIDS.values() if measure in g.measures), None)
+    return next((g.measures[measure].ci for g in GRIDS.values() if measure in g.measures), None)

@@ -29,6 +29,7 @@ import pandas as pd
 from torch import Tensor
 
 from analysis.features import ProbeSplits, Source, extract_features, probe_splits, resolve_source
+from analysis.grids import Measure, Table
 from analysis.probe import patch_labels, segmentation_probe
 from analysis.selection import default_timesteps
 from aselect_core.datasets import ImageDataset
@@ -43,6 +44,9 @@ N_BOOT, N_SHOW = 1000, 4
 SEGMENTATION_COLUMNS = ["timestep", "layer", "kind", "depth", "miou", "miou_ci_low", "miou_ci_high",
                         "pixel_accuracy", "pixel_accuracy_ci_low", "pixel_accuracy_ci_high", "patch_accuracy",
                         "n_train", "n_test", "C"]
+SEGMENTATION = Table("segmentation", {  # the grid's measures, beside the registered grids' (`analysis.grids`)
+    "miou": Measure("segmentation mIoU", ("miou_ci_low", "miou_ci_high")),
+    "pixel_accuracy": Measure("segmentation pixel accuracy", ("pixel_accuracy_ci_low", "pixel_accuracy_ci_high"))})
 MASK_COLOURS = np.array([(0.6, 0.6, 0.6), (0.902, 0.624, 0.0), (0.337, 0.706, 0.914), (0.0, 0.620, 0.451),
                          (0.941, 0.894, 0.259), (0.0, 0.447, 0.698), (0.835, 0.369, 0.0),
                          (0.800, 0.475, 0.655), (0.0, 0.0, 0.0)])  # class k -> RGB: gray background, Okabe–Ito
@@ -189,7 +193,7 @@ def segmentation_summary(rows: pd.DataFrame, ceiling: float | None = None) -> di
 # -- the run's artefacts ----------------------------------------------------------------------------------------
 def artefact_paths(run: RunDir) -> tuple[Path, Path]:
     """(segmentation.parquet, segmentation_masks.npz) of the run."""
-    return run.artefact("segmentation"), run.artefact("segmentation_masks")
+    return run.artefact(SEGMENTATION.artefact), run.artefact("segmentation_masks")
 
 
 def write_segmentation(run: RunDir, seg: SegmentationGrid) -> dict[str, Path]:

@@ -12,6 +12,8 @@ from typing import Any, Hashable, Iterable, Mapping, Sequence, TypeVar
 import numpy as np
 import pandas as pd
 
+from analysis.grids import GRIDS, Table
+from analysis.segmentation import SEGMENTATION
 from aselect_core.diffusion import as_time
 from aselect_core.model.layer_key import LayerKey
 
@@ -57,6 +59,38 @@ def oracle_block(summary: Mapping[str, Any] | None) -> int | None:
 def default_layers(layers: Sequence[str], oracle_layer: str | None) -> list[str]:
     """The layers a curve plot opens on: the oracle's, the deepest and the first (those offered, each once)."""
     return [layer for layer in dict.fromkeys([oracle_layer, *layers[-1:], *layers[:1]]) if layer in layers]
+
+
+# -- the Explorer's measures -----------------------------------------------------------------------------------
+EXPLORER_TABLES: tuple[Table, ...] = (*GRIDS.values(), SEGMENTATION)  # every registered grid, then segmentation
+
+
+@dataclass(frozen=True)
+class MeasureChoice:
+    """A measure the Explorer offers: its label, the artefact (table) holding it, its column and 95% CI columns."""
+
+    label: str
+    artefact: str
+    column: str
+    ci: tuple[str, str]
+
+    @property
+    def marks_selections(self) -> bool:
+        """Whether the selection methods' choices are marked on its curves: they are cells of the probe grid."""
+        return self.artefact == GRIDS["probe"].artefact
+
+
+def measure_choices(tables: Iterable[Table] = EXPLORER_TABLES) -> list[MeasureChoice]:
+    """Every measure the tables declare, in table then declaration order."""
+    return [MeasureChoice(m.label, t.artefact, column, m.ci) for t in tables for column, m in t.measures.items()]
+
+
+def held_measures(measures: Iterable[MeasureChoice],
+                  frames: Mapping[str, pd.DataFrame | None]) -> list[MeasureChoice]:
+    """The measures a run holds: `frames[artefact]` (None when absent) has the column with some value."""
+    return [m for m in measures
+            if frames.get(m.artefact) is not None and m.column in frames[m.artefact]
+            and frames[m.artefact][m.column].notna().any()]
 
 
 # -- embeddings -------------------------------------------------------------------------------------------------

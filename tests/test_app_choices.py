@@ -7,6 +7,8 @@ import pandas as pd
 import plotly.graph_objects as go
 
 from analysis.figures import probe_curves
+from analysis.figures.builders import ci_of
+from analysis.grids import Measure, Table
 from app import choices
 from app.serve import command
 from app.state import MARGIN, framed
@@ -42,6 +44,24 @@ def test_umap_blocks():
     points = pd.DataFrame({"timestep": [0, 0, 500], "layer": ["block.3", "block.3", "block.1"]})
     assert choices.umap_blocks(points) == [3, 1]
     assert choices.umap_blocks(None) == [] and choices.umap_blocks(points.drop(columns="layer")) == []
+
+
+def test_explorer_measures_come_from_the_grid_registry_then_segmentation():
+    measures = choices.measure_choices()
+    assert [m.label for m in measures] == ["probe accuracy", "k-NN accuracy", "high-frequency ratio",
+                                           "label MI I(y; features)", "segmentation mIoU",
+                                           "segmentation pixel accuracy"]
+    assert all(ci_of(m.column) == m.ci for m in measures)  # the interval the figures draw is the declared one
+    assert [m.marks_selections for m in measures] == [True, True, False, False, False, False]
+    new = Table("new", {"score": Measure("new score", ("score_lo", "score_hi"))})  # a grid registered later
+    assert choices.measure_choices([*choices.EXPLORER_TABLES, new])[-1] == choices.MeasureChoice(
+        "new score", "new", "score", ("score_lo", "score_hi"))
+
+
+def test_held_measures_are_those_the_run_has_values_of():
+    frames = {"probe": pd.DataFrame({"accuracy": [0.5], "knn_accuracy": [np.nan]}), "hfr": None,
+              "mi": pd.DataFrame({"timestep": [0]})}
+    assert [m.column for m in choices.held_measures(choices.measure_choices(), frames)] == ["accuracy"]
 
 
 def stored(n_t: int = 3, n: int = 2) -> choices.StoredAttributions:

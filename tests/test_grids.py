@@ -35,8 +35,9 @@ def test_every_grid_declares_options_an_artefact_and_measures_with_intervals():
         assert grid.artefact in ARTEFACTS and grid.options.__dataclass_params__.frozen
         df = run_grid(name, bank, mi_method="ksg", mi_subsamples=4) if name == "label_mi" else run_grid(name, bank)
         assert df[["timestep", "layer"]].values.tolist() == [[0, "block.1"], [0, "block.2"]]
-        for measure, (low, high) in grid.measures.items():
-            assert ci_columns(measure) == (low, high)
+        for measure, declared in grid.measures.items():
+            low, high = declared.ci
+            assert ci_columns(measure) == (low, high) and declared.label
             assert ((df[low] <= df[measure]) & (df[measure] <= df[high])).all(), (name, measure)
 
 

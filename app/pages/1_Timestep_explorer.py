@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from analysis.figures import immse_curve, mi_curves, probe_curves, probe_heatmap
-from analysis.segmentation import mask_rgb
+from analysis.figures import immse_curve, probe_curves, probe_heatmap
+from analysis.segmentation import SEGMENTATION, mask_rgb
 from app import choices, jobs, state
 from aselect_core.diffusion import as_time
 
@@ -17,21 +17,19 @@ if run is None or not state.require(run, ("probe", "hfr", "selection"), "Timeste
                                     lambda: jobs.analyze_command(run, state.DEFAULT_TIMESTEPS, 500)):
     st.stop()
 
-probe, hfr, mi = state.table(run, "probe"), state.table(run, "hfr"), state.table(run, "mi")
+measures = choices.measure_choices()  # every registered grid's measures, then segmentation's
+frames = {name: state.table(run, name) for name in dict.fromkeys(m.artefact for m in measures)}
+available = {m.label: m for m in choices.held_measures(measures, frames)}
 selection, immse = state.table(run, "selection"), state.table(run, "immse")
-segmentation = state.table(run, "segmentation")
-METRICS = {"probe accuracy": (probe, "accuracy"), "k-NN accuracy": (probe, "knn_accuracy"),
-           "label MI I(y; features)": (mi, "mi_nats"), "high-frequency ratio": (hfr, "hfr_mean"),
-           "segmentation mIoU": (segmentation, "miou"), "segmentation pixel accuracy": (segmentation, "pixel_accuracy")}
-available = [name for name, (df, col) in METRICS.items() if df is not None and col in df and df[col].notna().any()]
 
 for col, row in zip(st.columns(len(selection)), selection.itertuples()):
     col.metric(f"{row.method} choice", f"t={row.timestep} · {row.layer}", f"accuracy {row.accuracy_at_choice:.3f}",
                delta_color="off", delta_arrow="off",
                help=f"{row.cost_image_passes:,} image-passes, regret {row.regret:.3f}")
 
-metric = st.radio("measure", available, horizontal=True)
-df, column = METRICS[metric]
+metric = st.radio("measure", list(available), horizontal=True)
+measure = available[metric]
+df, column = frames[measure.artefact], measure.column
 layers = [layer for layer in df.layer.unique() if layer != "pixels"]
 timesteps = sorted(as_time(t) for t in df.timestep.unique())
 oracle_t, oracle_layer = choices.oracle_cell(state.summary(run)) or (None, None)
@@ -45,12 +43,13 @@ with left:
 with right:
     shown = st.multiselect("layers", layers, default=choices.default_layers(layers, oracle_layer))
     rows = df[df.layer.isin([*shown, "pixels"])]
-    marks = selection if df is probe else None  # the methods choose cells for classification
-    curves = (mi_curves(rows, time_axis=axis) if column == "mi_nats"
-              else probe_curves(rows, marks, metric=column, pooling=pooling, time_axis=axis))
-    state.show(curves, "curves", mark_x=t, yaxis_title=metric)
+    marks = selection if measure.marks_selections else None
+    state.show(probe_curves(rows, marks, metric=column, pooling=pooling, time_axis=axis), "curves", mark_x=t,
+               yaxis_title=metric)
+    if not set(measure.ci) <= set(df):
+        st.caption(f"No 95% CI: this run's table has no `{'`, `'.join(measure.ci)}` (written before intervals).")
 
-stored = state.segmentation_masks(run) if df is segmentation else None
+stored = state.segmentation_masks(run) if measure.artefact == SEGMENTATION.artefact else None
 if stored is not None:
     best = (state.summary(run) or {}).get("segmentation") or {}
     left, right = st.columns([1, 3])
