@@ -12,7 +12,7 @@ moves off t = 0 (an interior-t peak).
 - `emergence_summary(grid)`: one row per checkpoint: best cell with CI, the baselines' best, the margins, and
   whether the peak over t is interior.
 - `continued(stored, new)`: a stored grid extended by the checkpoints of a run that continued it (`--init-from`),
-  once the new baselines are shown to be the stored ones (same images, noise and probe).
+  once the new raw-pixel baseline is shown to be the stored one (same images, noise and probe).
 """
 from __future__ import annotations
 
@@ -86,13 +86,15 @@ def emergence_grid(run: str | Path, timesteps: list[int], layers: list[int] | No
 
 def continued(stored: pd.DataFrame, new: pd.DataFrame, atol: float = 1e-9) -> pd.DataFrame:
     """`stored` (one dataset's emergence grid) with the DiT rows of `new` (the grid of a run continued from the
-    stored run's last checkpoint) added as later budgets. The source's checkpoints may be long gone, so its rows are
-    kept as stored; `new`'s baseline rows must equal the stored ones, or the two grids measured different things."""
-    key = ["model", "timestep", "layer"]
-    old_base, new_base = (g[g.model.isin(BASELINES)].set_index(key).accuracy.sort_index() for g in (stored, new))
-    if not old_base.index.equals(new_base.index) or not np.allclose(old_base, new_base, rtol=0, atol=atol):
-        raise ValueError("continued: the new run's pixel / random-init baselines differ from the stored ones "
-                         "(expected the same images, noise, timesteps, layers and probe)")
+    stored run's last checkpoint) added as later budgets. The source's checkpoints may be long gone, so its rows and
+    both baselines are kept as stored. `new`'s raw-pixel rows must equal the stored ones: they depend only on the
+    images, noise, splits, timesteps and probe, so they show that both grids measured the same thing (the
+    random-init rows also run the DiT code, whose rounding may have changed since)."""
+    key = ["timestep", "layer"]
+    old_px, new_px = (g[g.model == "pixels"].set_index(key).accuracy.sort_index() for g in (stored, new))
+    if not old_px.index.equals(new_px.index) or not np.allclose(old_px, new_px, rtol=0, atol=atol):
+        raise ValueError("continued: the new run's raw-pixel baseline differs from the stored one "
+                         "(expected the same images, noise, timesteps and probe)")
     steps = set(new[new.model == "dit"].step)
     if steps & set(stored[stored.model == "dit"].step):
         raise ValueError(f"continued: steps {sorted(steps & set(stored.step))} are in the stored grid already")

@@ -7,7 +7,7 @@ test images), beside raw pixels and a random-init DiT of the same architecture o
 probe (`analysis.emergence`). Training resumes: rerun with a larger `--steps` to extend a run, or with
 `--no-train` to probe what exists. `--continued DATA=RUN` adds the checkpoints of a run that continued DATA's
 (`aselect train --init-from`, e.g. from a shipped slim copy once the long run's checkpoints are gone) to the rows
-already in emergence.csv, after checking that its baselines are the stored ones.
+already in emergence.csv, after checking that its raw-pixel baseline is the stored one.
 
 Writes under --results: emergence.csv (every probed cell: dataset, model, step, image_passes, timestep, layer,
 accuracy, CI), emergence_summary.csv (per dataset and checkpoint: best cell, CI, baselines, margins,

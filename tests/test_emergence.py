@@ -70,7 +70,7 @@ def test_interior_peak_needs_a_gain_beyond_the_ci():
     assert not summary(cells(0.80, 0.60, 0.55))  # best at the smallest t
 
 
-def test_a_continued_run_extends_the_stored_grid_only_when_its_baselines_are_the_same(run):
+def test_a_continued_run_extends_the_stored_grid_only_when_its_pixel_baseline_is_the_same(run):
     stored = emergence_grid(run, [0, 900], [1], n_images=40, steps=[2], progress=False)
     new = emergence_grid(run, [0, 900], [1], n_images=40, steps=[4], progress=False)  # as a continuation would
     grid = continued(stored, new)
@@ -78,7 +78,7 @@ def test_a_continued_run_extends_the_stored_grid_only_when_its_baselines_are_the
     assert len(grid) == len(stored) + len(new[new.model == "dit"])  # the baselines once
     assert emergence_summary(grid).step.tolist() == [2, 4]
     other = new.assign(accuracy=new.accuracy.where(new.model != "pixels", new.accuracy + 0.01))
-    with pytest.raises(ValueError, match="baselines differ from the stored ones"):
+    with pytest.raises(ValueError, match="raw-pixel baseline differs from the stored one"):
         continued(stored, other)
     with pytest.raises(ValueError, match=r"steps \[2\] are in the stored grid already"):
         continued(stored, stored)
