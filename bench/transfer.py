@@ -26,10 +26,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
 
 from analysis.curriculum import policy_kl  # noqa: E402
-from analysis.generation.scores import generation_scores  # noqa: E402
-from analysis.selection import select_timestep  # noqa: E402
 from aselect_core.train import RunDir  # noqa: E402
 from bench.budget import add_run_args, add_sample_args, finish_sample_args, train_at_budget  # noqa: E402
+from bench.tradeoff import measure  # noqa: E402
 
 LEARNED = {"update_every": 4}  # the selector comparison's learned policy, so its source runs are shared
 ARMS = ("native", "transferred-frozen", "transferred-tuned", "uniform")
@@ -44,22 +43,6 @@ def arm_policy(arm: str, source: Path) -> tuple[str, dict, str]:
             "uniform": ("uniform", {}, "uniform")}[arm]
 
 
-def scores(run: Path, args: argparse.Namespace) -> dict:
-    """Oracle probe accuracy (with CI) and generation quality of one run."""
-    oracle = select_timestep(run, method="oracle", n_images=args.probe_images, seed=args.seed,
-                             timesteps=args.probe_timesteps, device=args.device, knn=False)
-    best = oracle.grid.loc[oracle.grid.accuracy.idxmax()]
-    gen = generation_scores(run, n_samples=args.samples, steps=args.sample_steps, seed=args.seed, device=args.device)
-    rd = RunDir(run)
-    last = rd.metrics().iloc[-1]
-    return {"oracle_timestep": oracle.timestep, "oracle_layer": oracle.layer, "oracle_accuracy": oracle.score,
-            "oracle_ci_low": float(best.accuracy_ci_low), "oracle_ci_high": float(best.accuracy_ci_high),
-            "fd": gen["fd"], "fd_floor": gen["fd_floor"],
-            "classifier_accuracy": gen["feature_extractor"]["test_accuracy"],
-            "effective_timesteps": float(rd.curriculum().effective_timesteps.iloc[-1]), "steps": int(last.step),
-            "image_passes": int(last.image_passes)}
-
-
 def pair_rows(source_data: str, target: str, args: argparse.Namespace) -> list[dict]:
     source = train_at_budget(source_data, "learned", LEARNED, args.seed, args)
     runs = {}
@@ -70,7 +53,7 @@ def pair_rows(source_data: str, target: str, args: argparse.Namespace) -> list[d
     rows = []
     for arm, run in runs.items():
         cur = RunDir(run).curriculum()
-        rows.append({"source": source_data, "target": target, "arm": arm, **scores(run, args),
+        rows.append({"source": source_data, "target": target, "arm": arm, **measure(run, args.seed, args),
                      "kl_to_native": policy_kl(cur, native), "kl_to_source": policy_kl(cur, src)})
     return rows
 
