@@ -11,6 +11,7 @@ from torch import Tensor, nn
 from analysis.compare import run_row
 from analysis.generation import (frechet_distance, kernel_inception_distance, precision_recall, sample,
                                  write_generation)
+from analysis.generation.metrics import _unbiased_mmd2
 from analysis.generation.sampling import _guided_eps
 from app.cli import main
 from aselect_core.diffusion import NoiseSchedule
@@ -108,6 +109,21 @@ def test_kid_and_precision_recall() -> None:
     assert (pr["precision"], pr["recall"]) == (1.0, 1.0)
     shifted = precision_recall(a, a + 10.0)
     assert (shifted["precision"], shifted["recall"]) == (0.0, 0.0)
+
+
+def test_kid_interval_is_the_spread_of_the_full_estimate_even_when_subsets_ask_for_every_row() -> None:
+    """subset_size >= n used to draw the whole set every time (a zero-width interval); halves give the spread that
+    the estimate shows over independent data sets of the same size."""
+    def draw(seed: int) -> tuple[np.ndarray, np.ndarray]:
+        rng = np.random.default_rng(seed)
+        return rng.normal(size=(300, 4)), rng.normal(0.3, 1.0, size=(300, 4))
+
+    one = kernel_inception_distance(*draw(0), subsets=40, subset_size=1000)
+    assert one["subset_size"] == 150 and one["std"] > 0 and one["ci_low"] < one["mean"] < one["ci_high"]
+    full = [_unbiased_mmd2(*draw(s)) for s in range(1, 31)]  # the whole-set estimate on 30 independent pairs
+    assert 0.5 < one["std"] / np.std(full, ddof=1) < 2.0
+    with pytest.raises(ValueError, match="at least 4 rows in each set"):
+        kernel_inception_distance(np.zeros((3, 2)), np.zeros((10, 2)))
 
 
 def test_cli_sample_writes_npz_and_png(tiny_run, tmp_path) -> None:

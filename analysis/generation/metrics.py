@@ -45,9 +45,15 @@ def _unbiased_mmd2(x: np.ndarray, y: np.ndarray) -> float:
 
 
 def kernel_inception_distance(a, b, subsets: int = 50, subset_size: int = 1000, seed: int = 0) -> dict[str, float]:
-    """KID-style MMD² over random subsets of both sets: mean, std and 95% interval of the subset estimates."""
+    """KID-style MMD² over random subsets of both sets: mean, std and 95% interval of the subset estimates.
+
+    Each subset holds at most half of each set, drawn without replacement (half-sampling, as `analysis.mi`'s
+    `half_sample_se`): for a U-statistic of variance σ²/n a random half varies by σ²/n given the sample, so the
+    subsets' spread is the full estimate's own. Subsets of a whole set would all be that set: no spread at all."""
     a, b = _as_2d(a, "a"), _as_2d(b, "b")
-    size = min(subset_size, len(a), len(b))
+    size = min(subset_size, len(a) // 2, len(b) // 2)
+    if size < 2:
+        raise ValueError(f"kernel_inception_distance: expected at least 4 rows in each set, got {len(a)} and {len(b)}")
     rng = np.random.default_rng(seed)
     values = np.array([_unbiased_mmd2(a[rng.choice(len(a), size, replace=False)],
                                       b[rng.choice(len(b), size, replace=False)]) for _ in range(subsets)])
