@@ -16,17 +16,8 @@ from typing import Any, Callable
 import pandas as pd
 
 from analysis.hfr import check_cutoff, hfr_grid
+from analysis.options import check_count, check_flag, check_one_of
 from analysis.probe import CI_Z, POOLINGS, probe_grid
-
-
-def _flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: expected true or false, got {value!r}")
-
-
-def _one_of(name: str, value: Any, valid: Any) -> None:
-    if value not in valid:
-        raise ValueError(f"{name}: expected one of {sorted(valid)}, got {value!r}")
 
 
 @dataclass(frozen=True)
@@ -37,8 +28,8 @@ class ProbeGridOptions:
     knn: bool = True
 
     def __post_init__(self) -> None:
-        _one_of("pooling", self.pooling, POOLINGS)
-        _flag("knn", self.knn)
+        check_one_of("pooling", self.pooling, POOLINGS)
+        check_flag("knn", self.knn)
 
 
 @dataclass(frozen=True)
@@ -50,7 +41,7 @@ class HFRGridOptions:
 
     def __post_init__(self) -> None:
         check_cutoff(self.cutoff)
-        _flag("remove_mean", self.remove_mean)
+        check_flag("remove_mean", self.remove_mean)
 
 
 @dataclass(frozen=True)
@@ -64,9 +55,8 @@ class LabelMIOptions:
     def __post_init__(self) -> None:
         from analysis.mi.estimate import METHODS as MI_METHODS
 
-        _one_of("mi_method", self.mi_method, MI_METHODS)
-        if not isinstance(self.mi_subsamples, int) or self.mi_subsamples < 0:
-            raise ValueError(f"mi_subsamples: expected an integer >= 0, got {self.mi_subsamples!r}")
+        check_one_of("mi_method", self.mi_method, MI_METHODS)
+        check_count("mi_subsamples", self.mi_subsamples, 0)
 
 
 def with_normal_ci(df: pd.DataFrame, mean: str, se: str, prefix: str) -> pd.DataFrame:

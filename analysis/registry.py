@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from analysis.options import check_count, check_flag
 from aselect_core.model.layer_key import LayerKey
 from aselect_core.train.rundir import RunDir
 
@@ -44,16 +45,6 @@ class RunContext:
         return LayerKey.parse(self.selections["oracle"].layer).index
 
 
-def _count(name: str, value: int, low: int) -> None:
-    if not isinstance(value, int) or isinstance(value, bool) or value < low:
-        raise ValueError(f"{name}: expected an integer >= {low}, got {value!r}")
-
-
-def _flag(name: str, value: bool) -> None:
-    if not isinstance(value, bool):
-        raise ValueError(f"{name}: expected true or false, got {value!r}")
-
-
 @dataclass(frozen=True)
 class ImmseOptions:
     """I(x₀; x_t) by I-MMSE on `immse_images` train images, the run's DiT as the denoiser."""
@@ -61,7 +52,7 @@ class ImmseOptions:
     immse_images: int = 256
 
     def __post_init__(self) -> None:
-        _count("immse_images", self.immse_images, 2)
+        check_count("immse_images", self.immse_images, 2)
 
 
 @dataclass(frozen=True)
@@ -71,7 +62,7 @@ class RandomInitOptions:
     random_init: bool = True
 
     def __post_init__(self) -> None:
-        _flag("random_init", self.random_init)
+        check_flag("random_init", self.random_init)
 
 
 @dataclass(frozen=True)
@@ -81,7 +72,7 @@ class EmbeddingOptions:
     embedding: bool = True
 
     def __post_init__(self) -> None:
-        _flag("embedding", self.embedding)
+        check_flag("embedding", self.embedding)
 
 
 @dataclass(frozen=True)
@@ -91,7 +82,7 @@ class AttributionOptions:
     attribution_images: int = 0
 
     def __post_init__(self) -> None:
-        _count("attribution_images", self.attribution_images, 0)
+        check_count("attribution_images", self.attribution_images, 0)
 
 
 @dataclass(frozen=True)
@@ -101,7 +92,7 @@ class GenerationOptions:
     generation_samples: int = 0
 
     def __post_init__(self) -> None:
-        _count("generation_samples", self.generation_samples, 0)
+        check_count("generation_samples", self.generation_samples, 0)
 
 
 def embedding_timesteps(timesteps: list[int], k: int = EMBEDDING_TIMESTEPS) -> list[int]:
