@@ -44,14 +44,14 @@ def train_at_budget(data: str, policy: str, kwargs: dict, seed: int, args: argpa
     when `conditional`); returns the run dir (resumed if there). A `--precision` other than auto trains another
     run (its name says which: the config hash differs, so it cannot resume the auto one)."""
     steps = steps_within(args.budget, policy, kwargs, args.batch_size)
-    precision = getattr(args, "precision", "auto")
-    key = (key or policy) + ("-cond" if conditional else "") + ("" if precision == "auto" else f"-{precision}")
+    suffix = ("-cond" if conditional else "") + ("" if args.precision == "auto" else f"-{args.precision}")
+    key = (key or policy) + suffix
     config = TrainConfig(data=data, model=args.model, objective=objective, policy=policy, policy_kwargs=kwargs,
                          conditional=conditional,
                          steps=steps, batch_size=args.batch_size, lr=args.lr, seed=seed, image_size=args.image_size,
                          checkpoint_every=steps, keep_last=1, curriculum_every=max(1, steps // 20),
                          out=str(args.runs / data / f"{key}-s{seed}-b{args.batch_size}-p{args.budget}"),
-                         resume=True, device=args.device, precision=precision)
+                         resume=True, device=args.device, precision=args.precision)
     return train(config, progress=not args.quiet)
 
 
