@@ -37,8 +37,8 @@ METHOD_FIELDS = {"timestep": "timestep", "layer": "layer", "accuracy": "accuracy
                  "cost_image_passes": "cost_image_passes", "cost_ratio": "cost_ratio"}  # suffix -> selection column
 RUN_COLUMNS = ["run", "path", "dataset", "policy", "model", "steps", "image_passes", "effective_timesteps",
                "oracle_timestep", "oracle_layer", "oracle_accuracy", "oracle_ci_low", "oracle_ci_high",
-               "oracle_runner_up_within_ci", "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy", "fd", "fd_floor", "kid",
-               "kid_ci_low", "kid_ci_high", "classifier_accuracy"]
+               "oracle_runner_up_within_ci", "oracle_cost_image_passes", "pixel_accuracy", "random_init_accuracy",
+               "fd", "fd_floor", "kid", "kid_ci_low", "kid_ci_high", "classifier_accuracy"]
 
 
 class RunTableError(ValueError):

@@ -472,8 +472,10 @@ def test_immse_curve_draws_its_bootstrap_interval_and_old_tables_without_it():
 def test_every_accuracy_or_mi_figure_draws_the_grids_ci():
     """knn and HFR curves take their intervals from the grid registry; the heatmap stars the highest cell and counts
     the cells inside its CI; the HFR scatter and the Pareto figure draw whiskers."""
-    probe = probe_frame().assign(accuracy_ci_low=lambda d: d.accuracy - 0.03, accuracy_ci_high=lambda d: d.accuracy + 0.02,
-                                 knn_ci_low=lambda d: d.knn_accuracy - 0.05, knn_ci_high=lambda d: d.knn_accuracy + 0.05)
+    probe = probe_frame().assign(accuracy_ci_low=lambda d: d.accuracy - 0.03,
+                                 accuracy_ci_high=lambda d: d.accuracy + 0.02,
+                                 knn_ci_low=lambda d: d.knn_accuracy - 0.05,
+                                 knn_ci_high=lambda d: d.knn_accuracy + 0.05)
     hfr = hfr_frame().assign(hfr_ci_low=lambda d: d.hfr_mean - 0.01, hfr_ci_high=lambda d: d.hfr_mean + 0.01)
     for fig in (probe_curves(probe, metric="knn_accuracy")[0], probe_curves(hfr, metric="hfr_mean")[0]):
         assert {t.name for t in fig.data if t.fill == "toself"} == {f"{layer} CI" for layer in LAYERS}
