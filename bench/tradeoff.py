@@ -35,11 +35,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a check
 from analysis.figures import export_figure, representation_vs_generation  # noqa: E402
 from analysis.generation.scores import generation_scores  # noqa: E402
 from analysis.selection import select_timestep  # noqa: E402
+from aselect_core.io import atomic_write_json, read_json  # noqa: E402
 from aselect_core.train import RunDir  # noqa: E402
 from bench.budget import add_run_args, add_sample_args, finish_sample_args  # noqa: E402
 from bench.seed_table import ROWS, Trained, train_row  # noqa: E402
 from bench.selector_vs_uniform import POLICIES  # noqa: E402
 
+RECORD = "bench_tradeoff.json"  # a run's measured record and the options it was measured with, reused on a rerun
 REFERENCE = "uniform"  # the paired differences are to this policy's run of the same dataset and seed
 POLICY_ROWS: dict[str, Trained] = {  # method label -> trained row: the seed table's DiT rows and loss-aware
     **{label: row for label, row in ROWS.items() if isinstance(row, Trained) and row.objective == "denoise"},
@@ -63,6 +65,23 @@ def measure(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             **{k: gen[k] for k in ("fd", "fd_floor", "precision", "recall", "precision_floor", "recall_floor")},
             "kid": gen["kid"]["mean"], "kid_ci_low": gen["kid"]["ci_low"], "kid_ci_high": gen["kid"]["ci_high"],
             "kid_floor": gen["kid_floor"]["mean"], "classifier_accuracy": gen["feature_extractor"]["test_accuracy"]}
+
+
+def measure_options(seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """What `measure` depends on besides the run's weights: a cached record is reused only when these match."""
+    return {"probe_seed": seed, "probe_images": args.probe_images, "probe_timesteps": list(args.probe_timesteps),
+            "samples": args.samples, "sample_steps": args.sample_steps, "seed": args.seed}
+
+
+def measured(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
+    """`measure`, cached in RUN/bench_tradeoff.json with its options, so that one process per dataset can measure
+    in parallel and a final run over all datasets only reads (and rewrites nothing but the results)."""
+    path, options = run / RECORD, measure_options(seed, args)
+    if path.exists() and (cached := read_json(path)).get("options") == options:
+        return cached["record"]
+    record = measure(run, seed, args)
+    atomic_write_json(path, {"options": options, "record": record})
+    return record
 
 
 def summarise(records: pd.DataFrame, reference: str = REFERENCE) -> pd.DataFrame:
@@ -110,7 +129,7 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     start = time.perf_counter()
     rows = [(label, row) for label, row in POLICY_ROWS.items() if row.key in args.policies]
     records = pd.DataFrame([{"dataset": data, "policy": row.key, "method": label, "seed": seed,
-                             **measure(train_row(data, row, seed, args), seed, args)}
+                             **measured(train_row(data, row, seed, args), seed, args)}
                             for data in args.datasets for seed in args.seeds for label, row in rows])
     summary = summarise(records)
     args.results.mkdir(parents=True, exist_ok=True)
