@@ -33,6 +33,7 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))  # run from a checkout without an install
 
 from analysis.figures import export_figure, representation_vs_generation  # noqa: E402
+from analysis.generation.classifier import ARCHITECTURE  # noqa: E402
 from analysis.generation.scores import generation_scores  # noqa: E402
 from analysis.selection import select_timestep  # noqa: E402
 from aselect_core.io import atomic_write_json, read_json  # noqa: E402
@@ -70,7 +71,7 @@ def measure(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def measure_options(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """What `measure` depends on besides the run's weights: a cached record is reused only when these match."""
     return {"probe_seed": seed, "probe_images": args.probe_images, "probe_timesteps": list(args.probe_timesteps),
-            "samples": args.samples, "sample_steps": args.sample_steps, "seed": args.seed}
+            "samples": args.samples, "sample_steps": args.sample_steps, "seed": args.seed, "classifier": ARCHITECTURE}
 
 
 def measured(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:

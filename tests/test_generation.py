@@ -149,3 +149,16 @@ def test_generation_json_schema(tiny_run, tmp_path) -> None:
     row = run_row(run)  # the comparison table reads it; a run without one does not list it as missing
     assert (row["fd"], row["kid"]) == (written["fd"], written["kid"]["mean"])
     assert "generation" not in run_row(tiny_run())["missing"]
+
+
+def test_domain_classifier_is_a_usable_yardstick_and_loads_back_from_its_cache(tmp_path) -> None:
+    """Scores in its features rank samples only if it separates the classes: digits at 8 px, 3 epochs."""
+    from analysis.generation.classifier import domain_classifier
+    from aselect_core.datasets import load_dataset
+
+    trained = domain_classifier("digits", 8, tmp_path, epochs=3)
+    assert trained.test_accuracy >= 0.9
+    loaded = domain_classifier("digits", 8, tmp_path, epochs=3)
+    images = load_dataset("digits", "test", 8).images[:64]
+    assert loaded.test_accuracy == trained.test_accuracy
+    assert torch.equal(loaded.features(images), trained.features(images))  # batch-norm statistics included

@@ -17,7 +17,7 @@ from aselect_core.train.rundir import RunDir
 
 def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, sampler: str = "ddim",
                       seed: int = 0, cfg_scale: float = 1.0, device: str = "cpu", cache_dir: str | Path | None = None,
-                      classifier_epochs: int = 5, progress: bool = False) -> dict[str, Any]:
+                      classifier_epochs: int = 10, progress: bool = False) -> dict[str, Any]:
     """FD, KID (with CI) and k-NN precision / recall of n_samples samples vs as many test images, and the same
     for train vs test images (`*_floor`). Conditional runs sample the classes in turn, guided by cfg_scale."""
     gen = load_generator(run)
