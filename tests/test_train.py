@@ -14,7 +14,7 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from aselect_core.train import ConfigError, RunDir, TrainConfig, TrainingError, train
+from aselect_core.train import ConfigError, RunDir, TrainConfig, TrainingError, TrainingInterrupted, train
 from aselect_core.train import checkpoint as ck
 from aselect_core.train.distributed import DistContext, sharded_features
 from aselect_core.train.loop import Trainer
@@ -133,7 +133,8 @@ def test_sigterm_saves_and_exits_cleanly(tmp_path):
         return observe(fb)
 
     trainer.policy.observe = observe_then_signal
-    trainer.fit()
+    with pytest.raises(TrainingInterrupted, match=r"interrupted at step 5 of 50; checkpoint saved"):
+        trainer.fit()  # raised, not returned: no caller goes on with the unfinished run
     latest = RunDir(cfg.out).latest()
     assert latest["status"] == "interrupted" and latest["step"] == 5
 

@@ -42,6 +42,11 @@ class TrainingError(RuntimeError):
     """Training cannot go on (non-finite loss, a run dir that would be overwritten, ...)."""
 
 
+class TrainingInterrupted(TrainingError):
+    """A signal stopped training before its last step; the checkpoint is saved. Raised rather than returning the
+    run dir, so that no caller (a bench, the demo's analyse step) goes on with an unfinished run."""
+
+
 @dataclass
 class TrainState:
     """What a checkpoint restores besides the tensors: where we are and what was spent."""
@@ -326,7 +331,8 @@ class Trainer:
                     self.log.info("signal received at step %d: saving and exiting", self.state.step)
                     self.save("interrupted")
                     bar.close()
-                    return self.run.path
+                    raise TrainingInterrupted(f"{self.run.path}: interrupted at step {self.state.step} of "
+                                              f"{cfg.steps}; checkpoint saved, train again with resume to go on")
                 t0 = time.perf_counter()
                 try:
                     row = self.step()
