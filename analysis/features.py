@@ -33,6 +33,7 @@ splits, the grid, n_images, n_test, seed, kinds, tokens, conditioning and the no
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import time
@@ -49,7 +50,7 @@ from tqdm.auto import tqdm
 from aselect_core.datasets import ImageDataset, load_dataset
 from aselect_core.diffusion import NoiseSchedule, Schedule, check_timesteps
 from aselect_core.io import atomic_write_bytes, atomic_write_json
-from aselect_core.model import MAE, DiT, layer_order, load_model
+from aselect_core.model import MAE, DiT, compile_blocks, layer_order, load_model
 from aselect_core.model.sit import flow_spec_path, is_flow_spec, load_flow_spec
 from aselect_core.precision import autocast, autocast_dtype, check_precision
 from aselect_core.train.rundir import RunDir
@@ -359,7 +360,7 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
                      cache: bool = True, device: str = "cpu", progress: bool = True,
                      condition_on_labels: bool = False, n_test: int | None = None,
                      schedule: Schedule | None = None, cache_dir: str | Path | None = None,
-                     precision: str = "auto") -> FeatureBank:
+                     precision: str = "auto", compile: bool = False) -> FeatureBank:
     """Features of n_images train and n_test held-out images at every (timestep, layer, kind); see module doc.
 
     `layers`: block indices (negatives from the end), None = all. `dataset` None = the run's dataset at the
@@ -367,7 +368,9 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     not cached). `schedule` defaults to the run's (linear, T = 1000 for a bare DiT or checkpoint; a flow spec's
     own FlowSchedule), and `timesteps` are in its time: integers in [0, T), or floats in [0, 1] for a flow.
     `precision` (`aselect_core.precision`): auto = bf16 autocast on CUDA; bf16 on the CPU is opt-in (faster on
-    AVX512-BF16 CPUs, features ~0.15% off float32) and keyed in the cache.
+    AVX512-BF16 CPUs, features ~0.15% off float32) and keyed in the cache. `compile` runs a torch.compile'd copy
+    of the model's blocks (`aselect_core.model.compile_blocks`): for large grids on a GPU; not keyed (same features
+    up to float rounding).
     """
     if batch_size < 1:
         raise ValueError(f"batch_size: expected a positive integer, got {batch_size}")
@@ -405,7 +408,8 @@ def extract_features(run_or_model: str | Path | DiT | MAE, dataset: ImageDataset
     start = time.perf_counter()
     try:
         with torch.inference_mode(), autocast(device, precision):
-            pooled, token_maps, passes = _extract(model, splits, src.schedule, ts, block_layers, kinds, tokens,
+            runner = compile_blocks(copy.deepcopy(model)) if compile else model  # the caller's model stays eager
+            pooled, token_maps, passes = _extract(runner, splits, src.schedule, ts, block_layers, kinds, tokens,
                                                   batch_size, device, progress, condition_on_labels)
     finally:
         model.train(was_training)

@@ -248,3 +248,26 @@ def test_branch_taps_leave_the_residual_stream_unchanged():
         tapped = model.forward_features(x, t, y, layers=[2, 5], kinds=("block", "attn", "mlp"))
     assert all(torch.equal(plain[k], tapped[k]) for k in plain)
     assert set(tapped) - set(plain) == {"block.2.attn", "block.2.mlp", "block.5.attn", "block.5.mlp"}
+
+
+def test_compiled_blocks_compute_the_same_and_keep_the_reference_keys():
+    """compile_blocks (the opt-in torch.compile path) changes neither outputs, taps nor state-dict keys; the eager
+    backend traces the same graph without a C++ toolchain, so the test runs in seconds."""
+    from aselect_core.model import build_mae, compile_blocks
+
+    eager, x, (_, t, y) = tiny(), inputs()[0], inputs()
+    compiled = compile_blocks(tiny(), backend="eager")
+    assert list(compiled.state_dict()) == list(eager.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(compiled(x, t, y), eager(x, t, y), atol=1e-6)
+        taps = {k: compiled.forward_features(x, t, y, layers=[1, 3], kinds=("block", "attn", "mlp"))
+                for k in range(2)}  # the second call reuses the compiled graph
+        want = eager.forward_features(x, t, y, layers=[1, 3], kinds=("block", "attn", "mlp"))
+    assert all(torch.allclose(taps[1][k], want[k], atol=1e-6) for k in want) and taps[0].keys() == want.keys()
+    torch.manual_seed(0)
+    mae = build_mae("DiT-T/4", input_size=16, in_channels=4).eval()
+    compiled_mae = compile_blocks(build_mae("DiT-T/4", input_size=16, in_channels=4).eval(), backend="eager")
+    compiled_mae.load_state_dict(mae.state_dict())
+    with torch.no_grad():
+        assert torch.allclose(compiled_mae.forward_features(x)["block.5"], mae.forward_features(x)["block.5"],
+                              atol=1e-6)

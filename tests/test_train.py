@@ -22,6 +22,9 @@ from aselect_core.train.loop import Trainer
 ROOT = Path(__file__).resolve().parents[1]
 
 
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py: tiny runs on shared cores
+
+
 def tiny(out: Path, **kw) -> TrainConfig:
     """A run that takes about a second: 8×8 digits, the tiny DiT, 4 tokens per image."""
     base = dict(data="digits", model="DiT-T/4", image_size=8, batch_size=16, steps=8, checkpoint_every=4,
@@ -271,3 +274,20 @@ def test_slim_export_loads_as_dit_and_refuses_resume(tmp_path):
     assert slim_run(run) == path  # idempotent
     with pytest.raises(TrainingError, match="a slim export .EMA weights only. cannot be resumed"):
         train(tiny(tmp_path / "r", steps=12, resume=True), progress=False)
+
+
+def test_compile_flag_trains_the_same_run_under_the_same_hash(tmp_path, monkeypatch):
+    """`compile: true` compiles the training model's blocks (not the EMA copy) and leaves the trajectory and the
+    config hash as they are, so a run may be resumed with or without it."""
+    import aselect_core.train.loop as loop
+    from aselect_core.model import compile_blocks
+
+    compiled = []
+    monkeypatch.setattr(loop, "compile_blocks", lambda m: compiled.append(m) or compile_blocks(m, backend="eager"))
+    eager = train(tiny(tmp_path / "eager"), progress=False)
+    fast = train(tiny(tmp_path / "compiled", compile=True), progress=False)
+    assert len(compiled) == 1
+    assert tiny(tmp_path / "a").hash() == tiny(tmp_path / "b", compile=True).hash()
+    assert all(torch.allclose(weights(fast)[k], weights(eager)[k], atol=1e-5) for k in weights(eager))
+    with pytest.raises(ConfigError, match="config field 'compile': expected true or false, got 'yes'"):
+        tiny(tmp_path / "c", compile="yes")

@@ -53,6 +53,8 @@ def add_train_arguments(p: argparse.ArgumentParser) -> None:
                    help="policy keyword argument (repeatable), e.g. --policy-arg k=10")
     p.add_argument("--conditional", action="store_true", default=None,
                    help="train class-conditionally (label dropout); default: unconditional (null class)")
+    p.add_argument("--compile", action="store_true", default=None,
+                   help="torch.compile the transformer blocks (minutes to compile; for long runs, on a GPU)")
     p.add_argument("--resume", action="store_true",
                    help="continue from the run dir's latest good checkpoint, with its recorded config.json")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
@@ -78,5 +80,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         base["policy_kwargs"] = {**base.get("policy_kwargs", {}), **parse_key_values(args.policy_arg)}
     if args.conditional:
         base["conditional"] = True
+    if args.compile:
+        base["compile"] = True
     base["resume"] = bool(args.resume)
     return TrainConfig.from_dict(base)

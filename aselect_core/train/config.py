@@ -58,6 +58,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"  # auto | cpu | cuda
     precision: str = "auto"  # auto (bf16 autocast on cuda) | fp32 | bf16 (on the CPU too): aselect_core.precision
+    compile: bool = False  # torch.compile the blocks (aselect_core.model.compile): faster steps, same trajectory
 
     def __post_init__(self) -> None:
         positive = ("steps", "batch_size", "checkpoint_every", "keep_last", "log_every", "curriculum_every",
@@ -75,6 +76,8 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"config field 'precision': expected one of {', '.join(PRECISIONS)}, "
                               f"got {self.precision!r}")
+        if not isinstance(self.compile, bool):
+            raise ConfigError(f"config field 'compile': expected true or false, got {self.compile!r}")
         if not self.conditional and self.class_dropout_prob <= 0:
             raise ConfigError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
         self._check_objective()
@@ -102,7 +105,7 @@ class TrainConfig:
 
     def hash(self) -> str:
         """Hash of the fields that define the run's trajectory (not where it lives or whether it resumed)."""
-        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "resume", "device", "steps")}
+        d = {k: v for k, v in self.to_dict().items() if k not in ("out", "resume", "device", "steps", "compile")}
         d = {k: v for k, v in d.items() if HASHED_WHEN_SET.get(k, object()) != v}  # older runs keep their hash
         return hashlib.sha256(json.dumps(d, sort_keys=True).encode()).hexdigest()[:16]
 

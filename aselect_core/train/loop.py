@@ -27,6 +27,7 @@ from tqdm.auto import tqdm
 from aselect_core.datasets import load_dataset
 from aselect_core.diffusion import NoiseSchedule
 from aselect_core.io import atomic_write_parquet
+from aselect_core.model import compile_blocks
 from aselect_core.precision import autocast
 from aselect_core.policies import Feedback, TimestepPolicy, effective_timesteps, make_policy
 from aselect_core.train import checkpoint as ck
@@ -147,6 +148,8 @@ class Trainer:
         self.objective = OBJECTIVES[config.objective]
         self.model = self.objective.build(config, self.data).to(ctx.device)
         self.ema = copy.deepcopy(self.model).requires_grad_(False).eval()
+        if config.compile:  # after the EMA copy, which stays eager: it is only averaged into and saved
+            compile_blocks(self.model)
         self.schedule = NoiseSchedule(config.schedule, config.num_timesteps)
         self.policy = make_policy(config.policy, num_timesteps=config.num_timesteps,
                                   seed=config.seed * 1000 + ctx.rank, schedule=self.schedule,
