@@ -162,3 +162,5 @@ def test_domain_classifier_is_a_usable_yardstick_and_loads_back_from_its_cache(t
     images = load_dataset("digits", "test", 8).images[:64]
     assert loaded.test_accuracy == trained.test_accuracy
     assert torch.equal(loaded.features(images), trained.features(images))  # batch-norm statistics included
+    train_features = trained.features(load_dataset("digits", "train", 8).images)
+    assert train_features.var(dim=0).mean().item() == pytest.approx(1.0, rel=1e-6)  # unit mean variance

@@ -17,7 +17,7 @@ from aselect_core.datasets import load_dataset
 from aselect_core.io import atomic_write_bytes, atomic_write_json
 
 FEATURE_DIM = 128
-ARCHITECTURE = "cnn5-bn"  # part of the cache key: a classifier cached by an older DomainCNN is never loaded into this one
+ARCHITECTURE = "cnn5-bn-unit"  # part of the cache key: a classifier cached by an older DomainCNN is never loaded
 LR, BATCH = 3e-3, 128  # the one-cycle schedule's peak learning rate; images per step
 
 
@@ -51,18 +51,20 @@ class DomainCNN(nn.Module):
 
 @dataclass
 class DomainClassifier:
-    """A trained DomainCNN, what it was trained on, and its accuracy on the test split."""
+    """A trained DomainCNN, what it was trained on, its accuracy on the test split, and the scale that gives its
+    features unit mean variance on the train split (so FD and KID read in the same units on every dataset)."""
 
     model: DomainCNN
     name: str
     test_accuracy: float
+    feature_scale: float = 1.0
 
     @torch.inference_mode()
     def features(self, images: Tensor, batch_size: int = 512) -> Tensor:
-        """(n, C, H, W) in [-1, 1] -> (n, FEATURE_DIM) float64."""
+        """(n, C, H, W) in [-1, 1] -> (n, FEATURE_DIM) float64, divided by `feature_scale`."""
         self.model.eval()
         return torch.cat([self.model.features(images[i:i + batch_size].float())
-                          for i in range(0, len(images), batch_size)]).double()
+                          for i in range(0, len(images), batch_size)]).double() / self.feature_scale
 
     @torch.inference_mode()
     def predict(self, images: Tensor, batch_size: int = 512) -> Tensor:
@@ -72,11 +74,14 @@ class DomainClassifier:
                           for i in range(0, len(images), batch_size)])
 
     def describe(self) -> dict[str, object]:
-        return {"name": self.name, "test_accuracy": self.test_accuracy,
-                "note": "a domain classifier trained on this dataset's train split, not Inception (not FID)"}
+        return {"name": self.name, "test_accuracy": self.test_accuracy, "feature_scale": self.feature_scale,
+                "note": "a domain classifier trained on this dataset's train split, not Inception (not FID); "
+                        "features divided by feature_scale (unit mean variance on the train split)"}
 
 
-def _train(data: str, image_size: int, seed: int, epochs: int) -> tuple[DomainCNN, float]:
+def _train(data: str, image_size: int, seed: int, epochs: int) -> tuple[DomainCNN, float, float]:
+    """The trained net, its test accuracy and its feature scale: the root of the train features' mean variance
+    (a BN net's raw features run to tens, which put KID's cubic kernel in the millions)."""
     train_set, test_set = load_dataset(data, "train", image_size), load_dataset(data, "test", image_size)
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -93,7 +98,7 @@ def _train(data: str, image_size: int, seed: int, epochs: int) -> tuple[DomainCN
             schedule.step()
     clf = DomainClassifier(model, "", 0.0)
     accuracy = float((clf.predict(test_set.images) == test_set.labels).double().mean())
-    return model, accuracy
+    return model, accuracy, float(clf.features(train_set.images).var(dim=0).mean().sqrt())
 
 
 def domain_classifier(data: str, image_size: int, cache_dir: str | Path, seed: int = 0,
@@ -107,11 +112,11 @@ def domain_classifier(data: str, image_size: int, cache_dir: str | Path, seed: i
         info = json.loads(stem.with_suffix(".json").read_text())
         model = DomainCNN(info["channels"], info["num_classes"])
         model.load_state_dict(load_file(stem.with_suffix(".safetensors")))
-        return DomainClassifier(model, name, info["test_accuracy"])
-    model, accuracy = _train(data, image_size, seed, epochs)
+        return DomainClassifier(model, name, info["test_accuracy"], info["feature_scale"])
+    model, accuracy, scale = _train(data, image_size, seed, epochs)
     atomic_write_bytes(stem.with_suffix(".safetensors"),
                        save({k: v.contiguous() for k, v in model.state_dict().items()}))
-    atomic_write_json(stem.with_suffix(".json"), {**fields, "test_accuracy": accuracy,
+    atomic_write_json(stem.with_suffix(".json"), {**fields, "test_accuracy": accuracy, "feature_scale": scale,
                                                   "channels": model.body[0].in_channels,
                                                   "num_classes": model.head.out_features})
-    return DomainClassifier(model, name, accuracy)
+    return DomainClassifier(model, name, accuracy, scale)
