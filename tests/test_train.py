@@ -291,3 +291,26 @@ def test_compile_flag_trains_the_same_run_under_the_same_hash(tmp_path, monkeypa
     assert all(torch.allclose(weights(fast)[k], weights(eager)[k], atol=1e-5) for k in weights(eager))
     with pytest.raises(ConfigError, match="config field 'compile': expected true or false, got 'yes'"):
         tiny(tmp_path / "c", compile="yes")
+
+
+def test_ema_warmup_follows_a_short_runs_weights_and_old_runs_keep_their_hash(tmp_path):
+    """With the warm-up, the EMA of a short run carries almost nothing of its initialisation; a config.json written
+    before the field existed reads back as trained (no warm-up) under its old hash, and resumes."""
+    from aselect_core.train.loop import ema_decay_at
+
+    cfg = tiny(tmp_path / "a")
+    assert [ema_decay_at(cfg, s) for s in (0, 8, 90)] == [1 / 10, 9 / 18, min(cfg.ema_decay, 91 / 100)]
+    assert ema_decay_at(cfg, 10_000) == cfg.ema_decay == ema_decay_at(tiny(tmp_path / "b", ema_warmup=False), 0)
+    runs = {w: train(tiny(tmp_path / f"w{w}", steps=16, ema_warmup=w), progress=False) for w in (True, False)}
+    gap = {}  # how far the EMA trails the weights, summed over tensors
+    for warm, run in runs.items():
+        w = weights(run)
+        gap[warm] = sum((w[f"ema.{k[6:]}"] - w[k]).norm().item() for k in w if k.startswith("model."))
+    assert gap[True] < gap[False] / 4, gap  # 0.999^16: the plain EMA is still ~98% its initialisation
+    old = RunDir(runs[False])
+    recorded = json.loads(old.config_path.read_text())
+    old.config_path.write_text(json.dumps({k: v for k, v in recorded.items() if k != "ema_warmup"}))
+    assert old.config().ema_warmup is False
+    assert old.config().hash() == TrainConfig(**{**recorded, "ema_warmup": False}).hash()
+    resumed = train(TrainConfig(**{**old.config().to_dict(), "steps": 20, "resume": True}), progress=False)
+    assert RunDir(resumed).latest()["step"] == 20

@@ -49,23 +49,33 @@ def sampling_timesteps(num_timesteps: int, steps: int) -> Tensor:
     return torch.from_numpy(np.unique(np.linspace(0, num_timesteps - 1, steps).round().astype(np.int64)))
 
 
-# A step maps (x_t, eps_hat, abar_t, abar_prev, noise) -> x_prev; abar are 0-d float64 tensors.
-Step = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor | None], Tensor]
+# A step maps (x_t, x0_hat, eps_hat, abar_t, abar_prev, noise) -> x_prev; abar are 0-d tensors.
+Step = Callable[[Tensor, Tensor, Tensor, Tensor, Tensor, Tensor | None], Tensor]
 
 
 def _x0_hat(x: Tensor, eps: Tensor, abar: Tensor) -> Tensor:
     return (x - (1 - abar).sqrt() * eps) / abar.sqrt()
 
 
-def _ddim_step(x: Tensor, eps: Tensor, abar: Tensor, abar_prev: Tensor, noise: Tensor | None) -> Tensor:
+def denoised(x: Tensor, eps: Tensor, abar: Tensor, clip: bool) -> tuple[Tensor, Tensor]:
+    """(x0_hat, eps_hat) of x_t; with `clip`, x0_hat clamped to the data range [-1, 1] and eps_hat re-derived from
+    it so the two stay consistent (guided-diffusion's clip_denoised for pixel-space models, as ADM samples)."""
+    x0 = _x0_hat(x, eps, abar)
+    if not clip:
+        return x0, eps
+    x0 = x0.clamp(-1, 1)
+    return x0, (x - abar.sqrt() * x0) / (1 - abar).sqrt()
+
+
+def _ddim_step(x: Tensor, x0: Tensor, eps: Tensor, abar: Tensor, abar_prev: Tensor, noise: Tensor | None) -> Tensor:
     """DDIM with eta = 0: x_prev = sqrt(abar_prev) x0_hat + sqrt(1 - abar_prev) eps_hat."""
-    return abar_prev.sqrt() * _x0_hat(x, eps, abar) + (1 - abar_prev).sqrt() * eps
+    return abar_prev.sqrt() * x0 + (1 - abar_prev).sqrt() * eps
 
 
-def _ddpm_step(x: Tensor, eps: Tensor, abar: Tensor, abar_prev: Tensor, noise: Tensor | None) -> Tensor:
+def _ddpm_step(x: Tensor, x0: Tensor, eps: Tensor, abar: Tensor, abar_prev: Tensor, noise: Tensor | None) -> Tensor:
     """Ancestral step from the posterior q(x_prev | x_t, x0_hat) of the respaced chain (beta = 1 - abar/abar_prev)."""
     beta = 1 - abar / abar_prev
-    mean = (abar_prev.sqrt() * beta * _x0_hat(x, eps, abar) + (1 - beta).sqrt() * (1 - abar_prev) * x) / (1 - abar)
+    mean = (abar_prev.sqrt() * beta * x0 + (1 - beta).sqrt() * (1 - abar_prev) * x) / (1 - abar)
     if noise is None:
         return mean
     return mean + (beta * (1 - abar_prev) / (1 - abar)).sqrt() * noise
@@ -89,10 +99,12 @@ def _guided_eps(model: nn.Module, x: Tensor, t: Tensor, y: Tensor | None, cfg_sc
 
 def sample(model: nn.Module, n: int, steps: int = 50, sampler: str = "ddim", schedule: NoiseSchedule | None = None,
            y: Tensor | int | None = None, cfg_scale: float = 1.0, seed: int = 0, batch_size: int = 256,
-           device: str = "cpu", progress: bool = False) -> Tensor:
+           device: str = "cpu", progress: bool = False, clip_denoised: bool = True) -> Tensor:
     """n images (n, C, H, W) in [-1, 1] from `model(x, t, y)` (eps in the first C channels).
 
     y: None (the null class), one class index for all, or (n,) labels. cfg_scale w != 1 guides towards y.
+    `clip_denoised` clamps each step's x0 estimate to [-1, 1] (`denoised`): the pixel-space default of
+    guided-diffusion, without which a briefly trained DiT's samples saturate into colour noise.
     Same seed and batch_size -> bit-identical images.
     """
     if sampler not in SAMPLERS:
@@ -122,7 +134,8 @@ def sample(model: nn.Module, n: int, steps: int = 50, sampler: str = "ddim", sch
             with torch.inference_mode(), autocast(dev):
                 eps = _guided_eps(model, x, t, yb, cfg_scale, channels)  # (b, C, H, W)
             noise = torch.randn(b, channels, size, size, generator=gen).to(dev) if noisy and i > 0 else None
-            x = step(x, eps, abars[i].to(dev).float(), abar_prevs[i].to(dev).float(), noise)
+            abar, abar_prev = abars[i].to(dev).float(), abar_prevs[i].to(dev).float()
+            x = step(x, *denoised(x, eps, abar, clip_denoised), abar, abar_prev, noise)
             bar.update()
         out.append(x.clamp(-1, 1).cpu())
     bar.close()

@@ -8,6 +8,7 @@ from typing import Any
 import yaml
 
 from aselect_core.train.config import ConfigError, TrainConfig
+from aselect_core.train.rundir import RunDir
 
 # flag -> (config field, type, help); flags left unset keep the --config file's (or the default) value
 FLAGS: dict[str, tuple[str, type, str]] = {
@@ -64,9 +65,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The settings flags start from: --config, else (with --resume) the run dir's own config.json, else defaults."""
     if args.config:
         return TrainConfig.from_file(args.config).to_dict()
-    recorded = Path(args.out) / "config.json" if args.out else None
-    if args.resume and recorded is not None and recorded.is_file():
-        return TrainConfig.from_file(recorded).to_dict()
+    if args.resume and args.out and RunDir(Path(args.out)).config_path.is_file():
+        return RunDir(Path(args.out)).config().to_dict()
     return {}
 
 

@@ -21,7 +21,11 @@ class ConfigError(ValueError):
 SELECTOR_FROM = "selector_from"  # policy kwarg: the run whose selector a learned run starts from (train.transfer)
 # fields added after runs were first written, hashed only when they differ from their default, so the
 # hash of every existing run (and so its resume) is unchanged
-HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise", "init_from": None, "precision": "auto"}
+HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise", "init_from": None, "precision": "auto",
+                                   "ema_warmup": False}
+# how a run trained whose recorded config.json predates a field (`TrainConfig.recorded`): runs written before the
+# EMA warm-up existed trained without it, while a new run's default is to warm up
+RECORDED_BEFORE: dict[str, Any] = {"ema_warmup": False}
 
 
 @dataclass
@@ -41,6 +45,7 @@ class TrainConfig:
     warmup_steps: int = 0
     grad_clip: float = 1.0
     ema_decay: float = 0.999
+    ema_warmup: bool = True  # decay min(ema_decay, (1 + step) / (10 + step)): a short run's EMA forgets its init
     seed: int = 0
     image_size: int | None = 32
     schedule: str = "linear"
@@ -76,8 +81,9 @@ class TrainConfig:
         if self.precision not in PRECISIONS:
             raise ConfigError(f"config field 'precision': expected one of {', '.join(PRECISIONS)}, "
                               f"got {self.precision!r}")
-        if not isinstance(self.compile, bool):
-            raise ConfigError(f"config field 'compile': expected true or false, got {self.compile!r}")
+        for name in ("compile", "ema_warmup"):
+            if not isinstance(getattr(self, name), bool):
+                raise ConfigError(f"config field {name!r}: expected true or false, got {getattr(self, name)!r}")
         if not self.conditional and self.class_dropout_prob <= 0:
             raise ConfigError("config field 'class_dropout_prob': an unconditional run needs > 0 (the null-class row)")
         self._check_objective()
@@ -116,6 +122,12 @@ class TrainConfig:
         if unknown:
             raise ConfigError(f"{source}: unknown field {unknown[0]!r}; expected one of {sorted(known)}")
         return cls(**d)
+
+    @classmethod
+    def recorded(cls, d: dict[str, Any], source: str) -> "TrainConfig":
+        """A run's own config.json: a field it predates takes the value it trained with (RECORDED_BEFORE), not
+        today's default, so the run keeps its hash and resumes as it trained."""
+        return cls.from_dict({**RECORDED_BEFORE, **d}, source=source)
 
     @classmethod
     def from_file(cls, path: str | Path) -> "TrainConfig":

@@ -89,7 +89,7 @@ class RunDir:
     def config(self) -> TrainConfig:
         if not self.config_path.is_file():
             raise RunDirError(f"{self.config_path}: not found (is {self.path} a run dir?)")
-        return TrainConfig.from_dict(read_json(self.config_path, RunDirError), source=str(self.config_path))
+        return TrainConfig.recorded(read_json(self.config_path, RunDirError), source=str(self.config_path))
 
     def is_model_analysis(self) -> bool:
         """A folder of `aselect analyze --model`: model.json, no training config."""
