@@ -59,6 +59,30 @@ def test_ddim_is_deterministic_per_seed() -> None:
     assert not torch.equal(a, sample(model, 8, 10, "ddim", schedule, seed=4))
 
 
+class ZeroEps(nn.Module):
+    """Predicts no noise at all: x0_hat = x_t / sqrt(abar), far outside [-1, 1] at high noise."""
+
+    config = {"in_channels": 1, "input_size": 2}
+
+    def forward(self, x: Tensor, t: Tensor, y: Tensor | None) -> Tensor:
+        return torch.zeros_like(x)
+
+
+def test_clip_denoised_clamps_each_x0_estimate_and_rederives_eps() -> None:
+    """Two DDIM steps (t = 999, then 0) by hand: clamp x0_hat, re-derive eps from it, step; without clipping the
+    first step's x0_hat (~150 x_T) is carried as it is."""
+    schedule = NoiseSchedule("linear", 1000)
+    a_hi, a_lo = (schedule.alphas_cumprod[t].float() for t in (999, 0))
+    x_T = torch.randn(4, 1, 2, 2, generator=torch.Generator().manual_seed(5))  # sample()'s first draw
+    x0 = (x_T / a_hi.sqrt()).clamp(-1, 1)
+    x_lo = a_lo.sqrt() * x0 + (1 - a_lo).sqrt() * (x_T - a_hi.sqrt() * x0) / (1 - a_hi).sqrt()
+    want = (x_lo / a_lo.sqrt()).clamp(-1, 1)
+    got = sample(ZeroEps(), 4, 2, "ddim", schedule, seed=5)
+    assert torch.allclose(got, want, atol=1e-6)
+    unclipped = sample(ZeroEps(), 4, 2, "ddim", schedule, seed=5, clip_denoised=False)
+    assert torch.allclose(unclipped, (x_T / a_hi.sqrt()).clamp(-1, 1), atol=1e-6)  # eps stays 0: x0_hat throughout
+
+
 class LabelEps(nn.Module):
     """eps = y / 10 for a class y, 0 for the null class (index 3): guidance scales the class part by w."""
 
