@@ -215,6 +215,8 @@ def _sample_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--class", dest="class_", type=int, metavar="K",
                    help="class to sample (conditional runs; default: in turn)")
     p.add_argument("--seed", type=int, default=0, help="seed of the noise (same seed -> same images)")
+    p.add_argument("--no-clip", action="store_true",
+                   help="keep each step's x0 estimate unclamped (default: clamped to [-1, 1], as guided-diffusion)")
     p.add_argument("--out", required=True, help="folder for samples.npz and samples.png")
     p.add_argument("--device", default="cpu", help="cpu or cuda")
 
@@ -231,7 +233,7 @@ def _sample(args: argparse.Namespace) -> int:
         raise ValueError(f"--class: {args.run} is an unconditional run (trained on the null class only)")
     y = (torch.arange(args.n) % gen.num_classes if args.class_ is None else args.class_) if gen.conditional else None
     images = sample(gen.model, args.n, args.steps, args.sampler, gen.schedule, y, args.cfg_scale, args.seed,
-                    device=args.device, progress=True)
+                    device=args.device, progress=True, clip_denoised=not args.no_clip)
     for path in write_samples(images, args.out):
         print(path)
     return 0
