@@ -27,7 +27,8 @@ FLAGS: dict[str, tuple[str, type, str]] = {
     "--device": ("device", str, "auto, cpu or cuda (bf16 autocast on cuda)"),
     "--precision": ("precision", str, "auto (bf16 autocast on cuda, float32 on cpu), fp32, or bf16 (autocast on "
                     "the cpu too: faster on AVX512-BF16/AMX cpus, not bit-equal)"),
-    "--ema-decay": ("ema_decay", float, "EMA decay of the weights"),
+    "--ema-decay": ("ema_decay", float, "EMA decay of the weights, warmed up as min(decay, (1+step)/(10+step)) "
+                    "unless the config sets ema_warmup: false"),
     "--warmup-steps": ("warmup_steps", int, "linear learning-rate warm-up steps"),
     "--schedule": ("schedule", str, "noise schedule: linear or cosine"),
     "--init-from": ("init_from", str, "continue another run (a slim export too): start model and EMA from its "
