@@ -49,11 +49,13 @@ def main(argv: list[str] | None = None) -> pd.DataFrame:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     add_run_args(ap)
     ap.add_argument("--scales", type=float, nargs="+", default=[1.0, 1.5, 2.0, 4.0])
+    ap.add_argument("--policies", nargs="+", default=list(POLICIES), choices=list(POLICIES),
+                    help="which runs to train and score (one process per policy can run side by side)")
     add_sample_args(ap)
     args = finish_sample_args(ap.parse_args(argv))
 
     start = time.perf_counter()
-    table = pd.DataFrame([r for data in args.datasets for policy in POLICIES for r in rows(data, policy, args)])
+    table = pd.DataFrame([r for data in args.datasets for policy in args.policies for r in rows(data, policy, args)])
     args.results.mkdir(parents=True, exist_ok=True)
     out = args.results / f"guidance{'_quick' if args.quick else ''}.csv"
     table.to_csv(out, index=False)
