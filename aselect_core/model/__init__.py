@@ -10,6 +10,6 @@ from aselect_core.model.load import (infer_config, is_mae_checkpoint, load_dit, 
 from aselect_core.model.mae import MAE, build_mae, random_masking
 
 __all__ = ["DIT_CONFIGS", "DIT_SIZES", "FEATURE_KINDS", "MAE", "CheckpointError", "DiT", "DiTBlock", "LayerKey",
-           "build_dit", "build_mae", "compile_blocks", "dit_depth", "infer_config", "is_mae_checkpoint", "layer_order", "load_dit",
-           "load_mae", "load_model", "mae_metadata", "random_masking", "resolve_block", "save_dit",
+           "build_dit", "build_mae", "compile_blocks", "dit_depth", "infer_config", "is_mae_checkpoint", "layer_order",
+           "load_dit", "load_mae", "load_model", "mae_metadata", "random_masking", "resolve_block", "save_dit",
            "sincos_pos_embed_2d", "timestep_embedding"]

@@ -3,9 +3,9 @@
 The blocks hold nearly all the FLOPs, and every path — training, sampling, feature extraction, the learned
 selector's reward — runs through them, so compiling them in place speeds up all of these while the state-dict keys
 stay the reference ones (compiling the whole module would prefix them with `_orig_mod.`). Identical blocks share
-one compiled graph (parameters are graph inputs), so compile time is that of one block per input shape. Measured on
-this repo's 2-core CPU: ~1.2x the eager extraction forward after minutes of compiling (bench/README.md), so it is
-off by default and worth it for long runs on a GPU.
+one compiled graph (parameters are graph inputs), so compile time is that of one block per input shape. On this
+repo's 2-core CPU, Inductor on the whole extraction forward ran ~1.2x the eager one after a 335 s compile
+(bench/README.md; this per-block form is not timed there), so it is off by default: for long runs on a GPU.
 """
 from __future__ import annotations
 

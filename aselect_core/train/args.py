@@ -66,9 +66,8 @@ def base_config(args: argparse.Namespace) -> dict[str, Any]:
     """The settings flags start from: --config, else (with --resume) the run dir's own config.json, else defaults."""
     if args.config:
         return TrainConfig.from_file(args.config).to_dict()
-    if args.resume and args.out and RunDir(Path(args.out)).config_path.is_file():
-        return RunDir(Path(args.out)).config().to_dict()
-    return {}
+    run = RunDir(Path(args.out)) if args.resume and args.out else None
+    return run.config().to_dict() if run is not None and run.config_path.is_file() else {}
 
 
 def config_from_args(args: argparse.Namespace) -> TrainConfig:

@@ -19,8 +19,9 @@ class ConfigError(ValueError):
 
 
 SELECTOR_FROM = "selector_from"  # policy kwarg: the run whose selector a learned run starts from (train.transfer)
-# fields added after runs were first written, hashed only when they differ from their default, so the
-# hash of every existing run (and so its resume) is unchanged
+# fields added after runs were first written, hashed only when they differ from the value every run had before
+# the field existed (its default, except where RECORDED_BEFORE says otherwise), so the hash of every existing run
+# (and so its resume) is unchanged
 HASHED_WHEN_SET: dict[str, Any] = {"objective": "denoise", "init_from": None, "precision": "auto",
                                    "ema_warmup": False}
 # how a run trained whose recorded config.json predates a field (`TrainConfig.recorded`): runs written before the
