@@ -15,6 +15,9 @@ from aselect_core.io import atomic_write_json
 from aselect_core.train.rundir import RunDir
 
 
+CLIP_DENOISED = True  # scored samples clamp each step's x0 estimate (sampling.denoised), recorded with them
+
+
 def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, sampler: str = "ddim",
                       seed: int = 0, cfg_scale: float = 1.0, device: str = "cpu", cache_dir: str | Path | None = None,
                       classifier_epochs: int = 10, progress: bool = False) -> dict[str, Any]:
@@ -28,7 +31,7 @@ def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, s
     splits = probe_splits(data, n_samples, seed, n_test=n_samples, image_size=size)
     y = torch.arange(n_samples) % gen.num_classes if gen.conditional else None  # (n,) or the null class
     images = sample(gen.model, n_samples, steps, sampler, gen.schedule, y, cfg_scale if gen.conditional else 1.0,
-                    seed, device=device, progress=progress)  # (n, C, H, W), x0 estimates clipped
+                    seed, device=device, progress=progress, clip_denoised=CLIP_DENOISED)  # (n, C, H, W)
     fake, test, train = (clf.features(x) for x in (images, splits.test.images, splits.train.images))
     pr, pr_floor = precision_recall(test, fake), precision_recall(test, train)
     scores = {
@@ -38,7 +41,7 @@ def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, s
         "precision": pr["precision"], "recall": pr["recall"],
         "precision_floor": pr_floor["precision"], "recall_floor": pr_floor["recall"],
         "n_samples": n_samples, "n_test": len(test), "steps": steps, "sampler": sampler, "seed": seed,
-        "clip_denoised": True,
+        "clip_denoised": CLIP_DENOISED,
         "cfg_scale": cfg_scale if gen.conditional else 1.0, "feature_extractor": clf.describe()}
     if gen.conditional:
         scores["class_accuracy"] = float((clf.predict(images) == y).double().mean())
