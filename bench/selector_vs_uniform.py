@@ -36,9 +36,8 @@ POLICIES: dict[str, dict] = {"uniform": {}, "uniform-subset": {"k": 10}, "loss-a
 def probe(run: Path, args: argparse.Namespace) -> dict[str, float]:
     """Probe accuracy at the oracle-best (timestep, layer) and at the ones HFR picks, with max (the published
     rule) and min HFR (bench/README.md: on small DiTs the low-HFR cells have been the informative ones)."""
-    kw = {"n_images": args.probe_images, "seed": args.seed, "timesteps": args.probe_timesteps, "device": args.device,
-          "knn": False}
-    oracle = select_timestep(run, method="oracle", **kw)
+    kw = {"n_images": args.probe_images, "seed": args.seed, "timesteps": args.probe_timesteps, "device": args.device}
+    oracle = select_timestep(run, method="oracle", knn=False, **kw)  # knn is the probe's option, not HFR's
     out = {"oracle_timestep": oracle.timestep, "oracle_layer": oracle.layer, "oracle_accuracy": oracle.score}
     for mode in ("max", "min"):
         hfr = select_timestep(run, method="hfr", hfr_mode=mode, **kw)
