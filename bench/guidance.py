@@ -38,7 +38,8 @@ def rows(data: str, policy: str, args: argparse.Namespace) -> list[dict]:
     for w in args.scales:
         g = generation_scores(run, n_samples=args.samples, steps=args.sample_steps, seed=args.seed, cfg_scale=w,
                               device=args.device)
-        out.append({"dataset": data, "policy": policy, "cfg_scale": w, "class_accuracy": g["class_accuracy"],
+        out.append({"dataset": data, "policy": policy, "seed": args.seed, "cfg_scale": w,
+                    "class_accuracy": g["class_accuracy"],
                     "fd": g["fd"], "fd_floor": g["fd_floor"], "kid": g["kid"]["mean"],
                     "classifier_accuracy": g["feature_extractor"]["test_accuracy"],
                     "oracle_accuracy": oracle.score, "oracle_timestep": oracle.timestep, "oracle_layer": oracle.layer})
