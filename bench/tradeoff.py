@@ -47,7 +47,8 @@ REFERENCE = "uniform"  # the paired differences are to this policy's run of the 
 POLICY_ROWS: dict[str, Trained] = {  # method label -> trained row: the seed table's DiT rows and loss-aware
     **{label: row for label, row in ROWS.items() if isinstance(row, Trained) and row.objective == "denoise"},
     "loss-aware": Trained("loss-aware", "loss-aware", POLICIES["loss-aware"])}
-METRICS = ["oracle_accuracy", "fd", "kid", "precision", "recall"]  # summarised as mean ± std over seeds
+METRICS = ["oracle_accuracy", "fd", "kid", "precision", "recall", "outside"]  # summarised as mean ± std over seeds
+GENERATION = ["fd", "fd_floor", "precision", "recall", "precision_floor", "recall_floor", "outside", "outside_floor"]
 PAIRED = ["oracle_accuracy", "fd"]  # also as the per-seed difference to REFERENCE
 
 
@@ -63,7 +64,7 @@ def measure(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
             "steps": int(last.step), "image_passes": int(last.image_passes),
             "oracle_timestep": oracle.timestep, "oracle_layer": oracle.layer, "oracle_accuracy": oracle.score,
             "oracle_ci_low": float(cell.accuracy_ci_low), "oracle_ci_high": float(cell.accuracy_ci_high),
-            **{k: gen[k] for k in ("fd", "fd_floor", "precision", "recall", "precision_floor", "recall_floor")},
+            **{k: gen[k] for k in GENERATION},
             "kid": gen["kid"]["mean"], "kid_ci_low": gen["kid"]["ci_low"], "kid_ci_high": gen["kid"]["ci_high"],
             "kid_floor": gen["kid_floor"]["mean"], "classifier_accuracy": gen["feature_extractor"]["test_accuracy"]}
 
@@ -71,7 +72,8 @@ def measure(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
 def measure_options(seed: int, args: argparse.Namespace) -> dict[str, Any]:
     """What `measure` depends on besides the run's weights: a cached record is reused only when these match."""
     return {"probe_seed": seed, "probe_images": args.probe_images, "probe_timesteps": list(args.probe_timesteps),
-            "samples": args.samples, "sample_steps": args.sample_steps, "seed": args.seed, "classifier": ARCHITECTURE}
+            "samples": args.samples, "sample_steps": args.sample_steps, "seed": args.seed, "classifier": ARCHITECTURE,
+            "generation": GENERATION}  # a record without a score added since is measured again
 
 
 def measured(run: Path, seed: int, args: argparse.Namespace) -> dict[str, Any]:
@@ -112,7 +114,7 @@ def shown(summary: pd.DataFrame) -> pd.DataFrame:
         f"Δacc vs {REFERENCE} pts": pm(f"oracle_accuracy_vs_{REFERENCE}", 100, sign="+"),
         f"ΔFD vs {REFERENCE}": pm(f"fd_vs_{REFERENCE}", digits=2, sign="+"),
         "KID": pm("kid", digits=4), "precision": summary.precision_mean.round(2),
-        "recall": summary.recall_mean.round(2)})
+        "recall": summary.recall_mean.round(2), "outside %": (100 * summary.outside_mean).round(1)})
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:

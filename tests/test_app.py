@@ -244,3 +244,5 @@ def test_generation_samples_by_seed_then_shows_scores_and_the_tradeoff(root, tmp
     at = run("generation")
     fd = next(m for m in at.metric if m.label == "Fréchet distance")
     assert fd.value == f"{scores['fd']:.2f}" and len(charts(at)) == 1  # the trade-off plot of the one scored run
+    outside = next(m for m in at.metric if m.label == "outside the data's norm")
+    assert outside.value == f"{scores['outside']:.1%}"

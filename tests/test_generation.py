@@ -9,8 +9,8 @@ import torch
 from torch import Tensor, nn
 
 from analysis.compare import run_row
-from analysis.generation import (frechet_distance, kernel_inception_distance, precision_recall, sample,
-                                 write_generation)
+from analysis.generation import (frechet_distance, kernel_inception_distance, outside_fraction, precision_recall,
+                                 sample, write_generation)
 from analysis.generation.metrics import _unbiased_mmd2
 from analysis.generation.sampling import _guided_eps
 from app.cli import main
@@ -135,6 +135,17 @@ def test_kid_and_precision_recall() -> None:
     assert (shifted["precision"], shifted["recall"]) == (0.0, 0.0)
 
 
+def test_outside_fraction_counts_samples_beyond_every_real_norm() -> None:
+    rng = np.random.default_rng(2)
+    real = rng.normal(size=(200, 6))
+    real /= np.linalg.norm(real, axis=1, keepdims=True)  # (200, 6) on the unit sphere: the largest norm is 1
+    fake = np.concatenate([0.5 * real[:30], 3.0 * real[30:40]])  # 30 inside, 10 at three times the radius
+    assert outside_fraction(real, fake) == pytest.approx(0.25)
+    assert outside_fraction(real, real) == 0.0  # no row is longer than the longest
+    with pytest.raises(ValueError, match="same feature dimension"):
+        outside_fraction(real, fake[:, :3])
+
+
 def test_kid_interval_is_the_spread_of_the_full_estimate_even_when_subsets_ask_for_every_row() -> None:
     """subset_size >= n used to draw the whole set every time (a zero-width interval); halves give the spread that
     the estimate shows over independent data sets of the same size."""
@@ -164,8 +175,10 @@ def test_generation_json_schema(tiny_run, tmp_path) -> None:
     scores = write_generation(run, n_samples=40, steps=3, cache_dir=tmp_path, classifier_epochs=1)
     written = json.loads((run / "analysis" / "generation.json").read_text())
     assert written == json.loads(json.dumps(scores))
-    for key in ("fd", "fd_floor", "precision", "recall", "precision_floor", "recall_floor"):
+    for key in ("fd", "fd_floor", "precision", "recall", "precision_floor", "recall_floor", "outside",
+                "outside_floor"):
         assert np.isfinite(written[key]) and written[key] >= 0
+    assert written["outside"] <= 1 and written["outside_floor"] <= 1
     assert set(written["kid"]) >= {"mean", "ci_low", "ci_high"} and written["n_samples"] == 40
     assert written["feature_extractor"]["name"].startswith("domain-cnn:digits")
     assert 0 <= written["feature_extractor"]["test_accuracy"] <= 1

@@ -17,7 +17,7 @@ def records() -> pd.DataFrame:
     rows = [("uniform", 0, 0.70, 80.0), ("learned", 0, 0.66, 83.0), ("uniform", 1, 0.74, 78.0),
             ("learned", 1, 0.72, 82.0), ("learned", 2, 0.60, 90.0)]
     return pd.DataFrame([{"dataset": "mnist5k", "policy": p, "method": p, "seed": s, "oracle_accuracy": acc,
-                          "fd": fd, "fd_floor": 0.1, "kid": fd / 1000, "precision": 0.5, "recall": 0.25,
+                          "fd": fd, "fd_floor": 0.1, "kid": fd / 1000, "precision": 0.5, "recall": 0.25, "outside": 0.0,
                           "effective_timesteps": 1000.0 if p == "uniform" else 96.0, "classifier_accuracy": 0.9}
                          for p, s, acc, fd in rows])
 

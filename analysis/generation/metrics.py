@@ -1,4 +1,5 @@
-"""Distances between two feature sets (n, d) and (m, d): Fréchet distance, KID, k-NN precision / recall.
+"""Distances between two feature sets (n, d) and (m, d): Fréchet distance, KID, k-NN precision / recall, and the
+share of samples whose features lie beyond every real one's norm (what makes FD and KID explode).
 
 They take features from any extractor; `analysis.generation.classifier` supplies a per-dataset domain
 classifier's (not Inception's, so the numbers are not comparable with published FID / KID).
@@ -74,3 +75,14 @@ def precision_recall(real, fake, k: int = 3) -> dict[str, float]:
         return float((torch.cdist(query, ref) <= radii).any(dim=1).double().mean())  # (n_query, n_ref) -> share
 
     return {"precision": covered(real, fake), "recall": covered(fake, real), "k": k}
+
+
+def outside_fraction(real, fake) -> float:
+    """Share of `fake` rows whose L2 norm exceeds every `real` row's: samples off the data's feature shell.
+
+    A classifier's features grow without bound off the data manifold (saturated, high-contrast samples), and FD
+    and KID, being moments, are then dominated by those few samples; this says how many there are."""
+    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
+    if real.shape[1] != fake.shape[1]:
+        raise ValueError(f"real, fake: expected the same feature dimension, got {real.shape[1]} and {fake.shape[1]}")
+    return float((np.linalg.norm(fake, axis=1) > np.linalg.norm(real, axis=1).max()).mean())

@@ -9,7 +9,8 @@ import torch
 
 from analysis.features import probe_splits
 from analysis.generation.classifier import domain_classifier
-from analysis.generation.metrics import frechet_distance, kernel_inception_distance, precision_recall
+from analysis.generation.metrics import (frechet_distance, kernel_inception_distance, outside_fraction,
+                                        precision_recall)
 from analysis.generation.sampling import load_generator, sample
 from aselect_core.io import atomic_write_json
 from aselect_core.train.rundir import RunDir
@@ -21,8 +22,9 @@ CLIP_DENOISED = True  # scored samples clamp each step's x0 estimate (sampling.d
 def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, sampler: str = "ddim",
                       seed: int = 0, cfg_scale: float = 1.0, device: str = "cpu", cache_dir: str | Path | None = None,
                       classifier_epochs: int = 10, progress: bool = False) -> dict[str, Any]:
-    """FD, KID (with CI) and k-NN precision / recall of n_samples samples vs as many test images, and the same
-    for train vs test images (`*_floor`). Conditional runs sample the classes in turn, guided by cfg_scale."""
+    """FD, KID (with CI), k-NN precision / recall and the share of samples outside the test features' norm
+    (`outside`) of n_samples samples vs as many test images, and the same for train vs test images (`*_floor`).
+    Conditional runs sample the classes in turn, guided by cfg_scale."""
     gen = load_generator(run)
     data = RunDir(Path(run)).config().data
     size = gen.model.config["input_size"]
@@ -40,6 +42,7 @@ def generation_scores(run: str | Path, n_samples: int = 1000, steps: int = 50, s
         "kid_floor": kernel_inception_distance(train, test, seed=seed),
         "precision": pr["precision"], "recall": pr["recall"],
         "precision_floor": pr_floor["precision"], "recall_floor": pr_floor["recall"],
+        "outside": outside_fraction(test, fake), "outside_floor": outside_fraction(test, train),
         "n_samples": n_samples, "n_test": len(test), "steps": steps, "sampler": sampler, "seed": seed,
         "clip_denoised": CLIP_DENOISED,
         "cfg_scale": cfg_scale if gen.conditional else 1.0, "feature_extractor": clf.describe()}

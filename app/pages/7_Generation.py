@@ -47,7 +47,7 @@ if scores is None:
     st.info(f"`{run.name}` has no analysis/generation.json: `aselect analyze {run} --generation 1000` samples and "
             "scores it.")
 else:
-    cols = st.columns(4)
+    cols = st.columns(5)
     cols[0].metric("Fréchet distance", f"{scores['fd']:.2f}", f"floor {scores['fd_floor']:.2f} (train vs test)",
                    delta_color="off", delta_arrow="off")
     kid = scores["kid"]
@@ -56,8 +56,13 @@ else:
     cols[2].metric("precision / recall", f"{scores['precision']:.2f} / {scores['recall']:.2f}",
                    f"floor {scores['precision_floor']:.2f} / {scores['recall_floor']:.2f}", delta_color="off",
                    delta_arrow="off")
+    if "outside" in scores:  # scored before it was recorded: rescoring adds it
+        cols[3].metric("outside the data's norm", f"{scores['outside']:.1%}",
+                       f"floor {scores['outside_floor']:.1%}", delta_color="off", delta_arrow="off",
+                       help="share of samples whose features are longer than every test image's: off-manifold "
+                            "samples that dominate FD and KID")
     extractor = scores["feature_extractor"]
-    cols[3].metric("domain classifier", f"{extractor['test_accuracy']:.1%}", "its test accuracy", delta_color="off",
+    cols[4].metric("domain classifier", f"{extractor['test_accuracy']:.1%}", "its test accuracy", delta_color="off",
                    delta_arrow="off")
     st.caption(f"{scores['n_samples']} {scores['sampler']} samples ({scores['steps']} steps, seed {scores['seed']}, "
                f"w = {scores['cfg_scale']:g}) vs {scores['n_test']} test images, in the features of the workbench's "
