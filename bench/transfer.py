@@ -53,7 +53,8 @@ def pair_rows(source_data: str, target: str, args: argparse.Namespace) -> list[d
     rows = []
     for arm, run in runs.items():
         cur = RunDir(run).curriculum()
-        rows.append({"source": source_data, "target": target, "arm": arm, **measure(run, args.seed, args),
+        rows.append({"source": source_data, "target": target, "arm": arm, "seed": args.seed,
+                     **measure(run, args.seed, args),
                      "kl_to_native": policy_kl(cur, native), "kl_to_source": policy_kl(cur, src)})
     return rows
 
