@@ -216,6 +216,8 @@ def test_hfr_scatter_title_has_spearman_rho():
     from scipy.stats import spearmanr
     rho = spearmanr(data.hfr_mean, data.accuracy).statistic
     assert fig.layout.title.text == f"Spearman ρ = {rho:.2f} (n = {len(data)})"
+    flat = probe_frame().assign(accuracy=0.5)  # every cell at one accuracy: no ranking, so no ρ (and no warning)
+    assert hfr_scatter(flat, hfr_frame())[0].layout.title.text == f"Spearman ρ = n/a (n = {len(data)})"
 
 
 def test_curriculum_heatmap_rows_sum_to_one_and_effective_line():

@@ -230,7 +230,8 @@ def hfr_scatter(probe: pd.DataFrame, hfr: pd.DataFrame, metric: str = "accuracy"
     cells = cells[["timestep", "layer", metric, *(c for c in ci_of(metric) if c in cells)]]
     cells = _finite(cells.merge(hfr[["timestep", "layer", "hfr_mean", *(c for c in ci_of("hfr_mean") if c in hfr)]],
                                 on=["timestep", "layer"]), ["hfr_mean"], "hfr (cells shared with probe)")
-    rho = spearmanr(cells.hfr_mean, cells[metric]).statistic if len(cells) >= 3 else math.nan
+    ranked = len(cells) >= 3 and cells.hfr_mean.nunique() > 1 and cells[metric].nunique() > 1  # else ρ undefined
+    rho = spearmanr(cells.hfr_mean, cells[metric]).statistic if ranked else math.nan
     plot = Plot(new_figure(size, height))
     _per_layer(plot, cells, "hfr_mean", metric, whiskers=True, mode="markers", marker_size=5)
     rho_text = f"{rho:.2f}" if math.isfinite(rho) else "n/a"
