@@ -20,11 +20,18 @@ def _as_2d(a, name: str) -> np.ndarray:
     return a
 
 
+def _as_pair(a, b, names: tuple[str, str] = ("a", "b")) -> tuple[np.ndarray, np.ndarray]:
+    """Both sets as (n, d) and (m, d) float64 arrays of one feature dimension d."""
+    a, b = _as_2d(a, names[0]), _as_2d(b, names[1])
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{names[0]}, {names[1]}: expected the same feature dimension, got {a.shape[1]} and "
+                         f"{b.shape[1]}")
+    return a, b
+
+
 def frechet_distance(a, b) -> float:
     """||mu_a - mu_b||² + Tr(S_a + S_b - 2 (S_a S_b)^½) between Gaussians fitted to a (n, d) and b (m, d)."""
-    a, b = _as_2d(a, "a"), _as_2d(b, "b")
-    if a.shape[1] != b.shape[1]:
-        raise ValueError(f"a, b: expected the same feature dimension, got {a.shape[1]} and {b.shape[1]}")
+    a, b = _as_pair(a, b)
     mu_a, mu_b = a.mean(0), b.mean(0)  # (d,)
     cov_a, cov_b = np.atleast_2d(np.cov(a, rowvar=False)), np.atleast_2d(np.cov(b, rowvar=False))  # (d, d)
     with warnings.catch_warnings():  # a singular product is detected below and regularised
@@ -82,7 +89,5 @@ def outside_fraction(real, fake) -> float:
 
     A classifier's features grow without bound off the data manifold (saturated, high-contrast samples), and FD
     and KID, being moments, are then dominated by those few samples; this says how many there are."""
-    real, fake = _as_2d(real, "real"), _as_2d(fake, "fake")
-    if real.shape[1] != fake.shape[1]:
-        raise ValueError(f"real, fake: expected the same feature dimension, got {real.shape[1]} and {fake.shape[1]}")
+    real, fake = _as_pair(real, fake, ("real", "fake"))
     return float((np.linalg.norm(fake, axis=1) > np.linalg.norm(real, axis=1).max()).mean())
